@@ -1,0 +1,3 @@
+from pldc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""The ``pldc`` command line.
+
+Exit codes: 0 success; 1 the input has errors (diagnostics, failed cases, a ``--check`` that
+found a difference); 2 invalid command-line usage; 3 a missing or unreadable file or invalid
+data; 4 a model that cannot be loaded or run; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pldc import __version__
+from pldc.errors import Diagnostic, DiagnosticError, InputError, PldError
+
+logger = logging.getLogger("pldc")
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return int(args.handler(args))
+    except DiagnosticError as error:
+        print(error.render(), file=sys.stderr)
+        return EXIT_ERRORS
+    except PldError as error:
+        print(f"pldc: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("pldc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pldc: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pldc", description="Prompt-Level Distillation compiler.")
+    parser.add_argument("--version", action="version", version=f"pldc {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-v) or debug detail (-vv)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="parse, resolve and run the cases of .pld files")
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    check.add_argument("--format", choices=("text", "json"), default="text", help="diagnostic output format")
+    check.set_defaults(handler=_run_check)
+
+    fmt = commands.add_parser("fmt", help="rewrite .pld files in the canonical layout")
+    fmt.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not formatted")
+    fmt.add_argument("--stdout", action="store_true", help="print the formatted text instead of rewriting files")
+    fmt.set_defaults(handler=_run_fmt)
+
+    compile_ = commands.add_parser("compile", help="compile a ruleset into a student system prompt")
+    compile_.add_argument("file", type=Path, metavar="FILE")
+    compile_.add_argument("--template", default="default", help="shipped template name or path to a .j2 file")
+    compile_.add_argument("--format", choices=("text", "messages", "sourcemap"), default="text")
+    compile_.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
+    compile_.add_argument("--check", type=Path, metavar="OUT", help="exit 1 if OUT differs from the compiled output")
+    compile_.add_argument("--no-rules", action="store_true", help="leave out features and rules (zero-shot prompt)")
+    compile_.set_defaults(handler=_run_compile)
+
+    from pldc.eval_cli import add_eval_commands
+
+    add_eval_commands(commands)
+    return parser
+
+
+# ---- check ---------------------------------------------------------------
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from pldc.pipeline import check_source
+    from pldc.parse import read_source
+
+    results: list[dict[str, object]] = []
+    failed = 0
+    for path in args.files:
+        name = str(path)
+        try:
+            source = read_source(path)
+        except InputError as error:
+            diagnostics: list[Diagnostic] = []
+            results.append({"path": name, "ok": False, "io_error": str(error), "diagnostics": []})
+            print(f"pldc: error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            checked = check_source(source, name)
+            diagnostics = checked.diagnostics
+            summary = {"rules": len(checked.ruleset.rules), "cases": len(checked.ruleset.cases)}
+        except DiagnosticError as error:
+            diagnostics = error.diagnostics
+            summary = {}
+        if diagnostics:
+            failed += 1
+        results.append(
+            {"path": name, "ok": not diagnostics, **summary, "diagnostics": [d.to_json() for d in diagnostics]}
+        )
+        if args.format == "text":
+            for diagnostic in diagnostics:
+                print(diagnostic.render(source), file=sys.stderr)
+            if not diagnostics:
+                print(f"{name}: ok ({summary['rules']} rules, {summary['cases']} cases passed)")
+    if args.format == "json":
+        print(json.dumps({"files": results, "ok": failed == 0}, indent=2, ensure_ascii=False))
+    elif failed:
+        errors = sum(len(r["diagnostics"]) for r in results)  # type: ignore[arg-type]
+        print(f"pldc: {failed} of {len(args.files)} files have errors ({errors} diagnostics)", file=sys.stderr)
+    if any("io_error" in r for r in results):
+        return EXIT_INPUT
+    return EXIT_ERRORS if failed else EXIT_OK
+
+
+# ---- fmt -----------------------------------------------------------------
+
+
+def _run_fmt(args: argparse.Namespace) -> int:
+    from pldc.format import format_source
+    from pldc.parse import parse, read_source
+
+    unformatted = 0
+    for path in args.files:
+        source = read_source(path)
+        formatted = format_source(parse(source, str(path)))
+        if args.stdout:
+            sys.stdout.write(formatted)
+        elif source != formatted:
+            unformatted += 1
+            if args.check:
+                print(f"{path}: not formatted; run `pldc fmt {path}`", file=sys.stderr)
+            else:
+                path.write_text(formatted, encoding="utf-8")
+                logger.info("formatted %s", path)
+    return EXIT_ERRORS if args.check and unformatted else EXIT_OK
+
+
+# ---- compile -------------------------------------------------------------
+
+
+def _run_compile(args: argparse.Namespace) -> int:
+    from pldc.compile import compile_prompt
+    from pldc.pipeline import load_ruleset
+
+    checked = load_ruleset(args.file)
+    prompt = compile_prompt(checked.ruleset, checked.ordered, args.template, include_rules=not args.no_rules)
+    output = prompt.render(args.format)
+    if args.check is not None:
+        try:
+            current = args.check.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"{args.check}: file not found") from None
+        if current != output:
+            print(f"{args.check}: out of date; run `pldc compile {args.file} -o {args.check}`", file=sys.stderr)
+            return EXIT_ERRORS
+        return EXIT_OK
+    if args.output is not None:
+        args.output.write_text(output, encoding="utf-8")
+    else:
+        sys.stdout.write(output)
+    return EXIT_OK

@@ -1,0 +1,130 @@
+"""``pldc eval``: score a ruleset's compiled prompt with a student model on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pldc.data import FRAMINGS
+from pldc.errors import InputError
+
+
+def add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("eval", help="score the compiled prompt with a student model on labelled data")
+    parser.add_argument("ruleset", type=Path, metavar="RULESET")
+    parser.add_argument("--data", type=Path, required=True, help="labelled data file (JSONL, CSV or ContractNLI JSON)")
+    parser.add_argument("--framing", choices=FRAMINGS, help="how to read the data (default: guessed from the file)")
+    parser.add_argument("--model", default="embedded", help="'embedded' (SmolLM2-135M), a model folder or a cached Hub id")
+    variants = parser.add_mutually_exclusive_group()
+    variants.add_argument("--no-rules", action="store_true", help="score the task with no features or rules (zero-shot)")
+    variants.add_argument("--compare", action="store_true", help="score with and without rules and report both")
+    parser.add_argument("--limit", type=int, help="score only the first N examples")
+    parser.add_argument("--no-calibration", action="store_true", help="do not subtract content-free label scores")
+    parser.add_argument("--no-prefix-cache", action="store_true", help="re-encode the whole prompt for every label")
+    parser.add_argument("--batch-size", type=int, default=8, help="examples per forward pass (default 8)")
+    parser.add_argument("--template", default="default", help="prompt template name or .j2 path")
+    parser.add_argument("--map", action="append", default=[], metavar="INPUT=FIELD", help="generic data: input field")
+    parser.add_argument("--label-field", default="label", help="generic data: the label column (default 'label')")
+    parser.add_argument("--predictions", type=Path, help="write per-example predictions to this JSONL file")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(handler=run_eval)
+
+
+def _field_map(pairs: list[str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, field = pair.partition("=")
+        if not sep or not name or not field:
+            raise InputError(f"--map {pair!r}: expected INPUT=FIELD")
+        mapping[name] = field
+    return mapping
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pldc.data import load_dataset
+    from pldc.evaluate import evaluate
+    from pldc.pipeline import load_ruleset
+    from pldc.student import load_student
+
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be at least 1")
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    checked = load_ruleset(args.ruleset)
+    task = checked.ruleset.task
+    assert task is not None
+    dataset = load_dataset(args.data, task, args.framing, _field_map(args.map), args.label_field, args.limit)
+    student = load_student(args.model, batch_size=args.batch_size)
+    variants = [True, False] if args.compare else [not args.no_rules]
+    results = []
+    for include_rules in variants:
+        label = "with rules" if include_rules else "no rules"
+        with tqdm(total=len(dataset.examples), desc=f"scoring ({label})", unit="ex", file=sys.stderr, disable=None) as bar:
+            results.append(
+                evaluate(
+                    checked,
+                    dataset,
+                    student,
+                    include_rules=include_rules,
+                    calibrate=not args.no_calibration,
+                    template=args.template,
+                    use_cache=not args.no_prefix_cache,
+                    progress=bar.update,
+                )
+            )
+    if args.predictions is not None:
+        with args.predictions.open("w", encoding="utf-8") as handle:
+            for result in results:
+                for p in result.predictions:
+                    record = {"variant": result.variant, "id": p.example_id, "gold": p.gold, "predicted": p.predicted}
+                    handle.write(json.dumps({**record, "scores": p.scores}, ensure_ascii=False) + "\n")
+    header = {
+        "ruleset": str(args.ruleset),
+        "rules": len(checked.ruleset.rules),
+        "data": str(args.data),
+        "framing": dataset.framing,
+        "examples": len(dataset.examples),
+        "model": student.name,
+        "calibration": "none" if args.no_calibration else "content-free",
+    }
+    if args.json:
+        print(json.dumps({**header, "results": [r.to_json() for r in results]}, indent=2, ensure_ascii=False))
+        return 0
+    print(
+        f"ruleset {header['ruleset']} ({header['rules']} rules) on {header['data']} "
+        f"({header['examples']} examples, {header['framing']})"
+    )
+    print(f"student {header['model']}, label log-probability scoring, calibration {header['calibration']}")
+    for result in results:
+        _print_result(result)
+    if len(results) == 2:
+        delta = results[0].metrics.macro_f1 - results[1].metrics.macro_f1
+        print(
+            f"\nmacro-F1 with rules {results[0].metrics.macro_f1:.4f}, "
+            f"without rules {results[1].metrics.macro_f1:.4f} ({delta:+.4f})"
+        )
+    return 0
+
+
+def _print_result(result: object) -> None:
+    from pldc.evaluate import EvalResult
+
+    assert isinstance(result, EvalResult)
+    metrics = result.metrics
+    width = max(len(label) for label in metrics.labels) + 2
+    print(f"\n== {result.variant}: macro-F1 {metrics.macro_f1:.4f}, accuracy {metrics.accuracy:.4f}")
+    print(f"{'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for row in metrics.per_class:
+        print(f"{row.label:<{width}}{row.precision:>10.4f}{row.recall:>10.4f}{row.f1:>10.4f}{row.support:>9}")
+    print("confusion matrix (rows gold, columns predicted):")
+    print(" " * width + "".join(f"{label[:9]:>10}" for label in metrics.labels))
+    for label, row in zip(metrics.labels, metrics.confusion, strict=True):
+        print(f"{label:<{width}}" + "".join(f"{value:>10}" for value in row))
+    print(
+        f"{len(result.predictions)} examples in {result.seconds:.1f} s "
+        f"({result.examples_per_second:.2f} examples/s), prompt {result.prompt_tokens} tokens"
+    )

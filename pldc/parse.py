@@ -1,0 +1,516 @@
+"""Parse ``.pld`` source text into a :class:`~pldc.ast.Ruleset`.
+
+The grammar lives in ``grammar/pld.lark``. Syntax errors become :class:`Diagnostic` objects
+with codes ``E001``-``E009``; the parser stops at the first syntax error in a file, because
+later errors after a broken token are rarely real.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+import textwrap
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from pldc import ast
+from pldc.errors import Diagnostic, DiagnosticError, InputError, Span
+from pldc.resources import resource_dir
+
+SUPPORTED_VERSIONS = ("1", "1.0")
+
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
+
+# Friendly names for terminals in "expected ..." messages.
+_TERMINAL_NAMES = {
+    "NAME": "a name",
+    "STRING": "a string",
+    "LONG_STRING": "a string",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COLON": "':'",
+    "COMMA": "','",
+    "EQUAL": "'='",
+    "VERSION": "a version number",
+    "INT": "a whole number",
+    "SIGNED_INT": "a whole number",
+    "NUMBER": "a number",
+    "$END": "end of file",
+}
+
+
+@dataclass(frozen=True)
+class Comment:
+    """A ``#`` comment with its position; the formatter puts it back where it was."""
+
+    text: str
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    ruleset: ast.Ruleset
+    comments: tuple[Comment, ...]
+    source: str
+
+
+# Comments of the parse in progress; Lark calls the lexer callback for each one.
+_comments: ContextVar[list[Comment]] = ContextVar("pld_comments")
+
+
+def _keep_comment(token: Token) -> Token:
+    _comments.get().append(Comment(str(token), token.line or 0, token.column or 0))
+    return token
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    grammar = (resource_dir("grammar") / "pld.lark").read_text(encoding="utf-8")
+    return Lark(
+        grammar,
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        lexer_callbacks={"COMMENT": _keep_comment},
+    )
+
+
+def read_source(path: str | Path) -> str:
+    """Read a ``.pld`` file as UTF-8, raising :class:`InputError` with a clear message."""
+    file = Path(path)
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a .pld file") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not valid UTF-8 at byte {error.start}; save the file as UTF-8") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read file: {error.strerror}") from None
+
+
+def parse_file(path: str | Path) -> ParseResult:
+    return parse(read_source(path), str(path))
+
+
+def parse(source: str, path: str = "<string>") -> ParseResult:
+    """Parse source text; raise :class:`DiagnosticError` on a syntax error."""
+    comments: list[Comment] = []
+    bad = _find_control_character(source, path)
+    if bad is not None:
+        raise DiagnosticError([bad], {path: source})
+    try:
+        tree = _parse_tree(source, comments)
+        ruleset = _Builder(path).transform(tree)
+    except UnexpectedInput as error:
+        raise DiagnosticError([_syntax_diagnostic(error, source, path)], {path: source}) from None
+    except VisitError as error:
+        if isinstance(error.orig_exc, _BuildError):
+            raise DiagnosticError([error.orig_exc.diagnostic], {path: source}) from None
+        raise
+    return ParseResult(ruleset, tuple(comments), source)
+
+
+def _parse_tree(source: str, comments: list[Comment]) -> Tree[Token]:
+    token = _comments.set(comments)
+    try:
+        return _parser().parse(source)
+    finally:
+        _comments.reset(token)
+
+
+def _find_control_character(source: str, path: str) -> Diagnostic | None:
+    for number, line in enumerate(source.splitlines(), 1):
+        for column, char in enumerate(line, 1):
+            if char in "\t\f\r":
+                continue
+            if ord(char) < 0x20 or ord(char) == 0x7F:
+                return Diagnostic(
+                    "E002",
+                    f"control character U+{ord(char):04X} is not allowed in a .pld file",
+                    Span(path=path, line=number, column=column, end_line=number, end_column=column + 1),
+                    hint="remove the character; write \\n or \\t inside strings instead",
+                )
+    return None
+
+
+def _syntax_diagnostic(error: UnexpectedInput, source: str, path: str) -> Diagnostic:
+    line, column = error.line or 1, error.column or 1
+    if isinstance(error, UnexpectedCharacters):
+        char = source[error.pos_in_stream] if error.pos_in_stream < len(source) else ""
+        if char == '"':
+            message = "unterminated string"
+            code, hint = "E003", 'close the string with " on the same line, or use """ for several lines'
+        else:
+            message = f"unexpected character {char!r}"
+            code, hint = "E002", None
+        span = Span(path=path, line=line, column=column, end_line=line, end_column=column + 1)
+        return Diagnostic(code, message, span, hint=hint)
+    expected = _describe_expected(getattr(error, "expected", None) or getattr(error, "accepts", None) or set())
+    if isinstance(error, UnexpectedEOF):
+        end = source.splitlines() or [""]
+        line, column = len(end), len(end[-1]) + 1
+        span = Span(path=path, line=line, column=column, end_line=line, end_column=column + 1)
+        return Diagnostic("E001", f"unexpected end of file, expected {expected}", span)
+    assert isinstance(error, UnexpectedToken)
+    token = error.token
+    if token.type == "$END":
+        end = source.splitlines() or [""]
+        line, column = len(end), len(end[-1]) + 1
+        span = Span(path=path, line=line, column=column, end_line=line, end_column=column + 1)
+        return Diagnostic("E001", f"unexpected end of file, expected {expected}", span)
+    width = len(str(token)) if "\n" not in str(token) else 1
+    span = Span(path=path, line=line, column=column, end_line=line, end_column=column + width)
+    return Diagnostic("E001", f"unexpected {_describe_token(token)}, expected {expected}", span)
+
+
+def _describe_token(token: Token) -> str:
+    text = str(token)
+    if token.type in ("STRING", "LONG_STRING"):
+        return "string"
+    if len(text) > 30:
+        text = text[:27] + "..."
+    return f"{text!r}"
+
+
+def _describe_expected(names: set[str] | frozenset[str]) -> str:
+    described = sorted({_TERMINAL_NAMES.get(n, _keyword(n)) for n in names})
+    if not described:
+        return "something else"
+    if len(described) > 6:
+        return ", ".join(described[:6]) + ", ..."
+    return " or ".join(described) if len(described) <= 2 else ", ".join(described[:-1]) + " or " + described[-1]
+
+
+def _keyword(terminal: str) -> str:
+    # Lark names anonymous keyword terminals after the keyword in upper case (e.g. "WHEN").
+    return f"'{terminal.lower()}'"
+
+
+class _BuildError(Exception):
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+def _unescape(raw: str, span: Span) -> str:
+    def replace(match: re.Match[str]) -> str:
+        char = match.group(1)
+        if char in _ESCAPES:
+            return _ESCAPES[char]
+        raise _BuildError(
+            Diagnostic("E004", f"invalid escape sequence '\\{char}' in string", span, hint='use \\\\, \\", \\n, \\t or \\r')
+        )
+
+    return _ESCAPE.sub(replace, raw)
+
+
+def decode_string(token: Token, span: Span) -> str:
+    """Return the value of a ``"..."`` or ``\"\"\"...\"\"\"`` string token."""
+    text = str(token)
+    if token.type == "LONG_STRING":
+        body = text[3:-3]
+        if body.startswith("\n"):
+            body = body[1:]
+        lines = body.split("\n")
+        if lines and not lines[-1].strip():
+            lines = lines[:-1]
+        return _unescape(textwrap.dedent("\n".join(lines)), span)
+    return _unescape(text[1:-1], span)
+
+
+class _Builder(Transformer[Token, Any]):
+    """Turn the Lark tree into pydantic nodes, attaching spans."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    # -- helpers ----------------------------------------------------------
+
+    def _span(self, meta: Any) -> Span:
+        if getattr(meta, "empty", True):
+            return Span(path=self.path)
+        return Span(
+            path=self.path, line=meta.line, column=meta.column, end_line=meta.end_line, end_column=meta.end_column
+        )
+
+    def _token_span(self, token: Token) -> Span:
+        return Span(
+            path=self.path,
+            line=token.line or 0,
+            column=token.column or 0,
+            end_line=token.end_line or 0,
+            end_column=token.end_column or 0,
+        )
+
+    def _name(self, token: Token) -> ast.Name:
+        return ast.Name(value=str(token), span=self._token_span(token))
+
+    def _string(self, token: Token) -> str:
+        return decode_string(token, self._token_span(token))
+
+    # -- header -----------------------------------------------------------
+
+    @v_args(meta=True)
+    def start(self, meta: Any, children: list[Any]) -> ast.Ruleset:
+        version, metas = children[0]
+        return ast.Ruleset(
+            path=self.path, version=version, meta=tuple(metas), items=tuple(children[1:]), span=self._span(meta)
+        )
+
+    @v_args(meta=True)
+    def header(self, meta: Any, children: list[Any]) -> tuple[str, list[ast.Meta]]:
+        version = children[0]
+        if str(version) not in SUPPORTED_VERSIONS:
+            raise _BuildError(
+                Diagnostic(
+                    "E005",
+                    f"unsupported language version {str(version)!r}",
+                    self._token_span(version),
+                    hint=f"this pldc reads version {SUPPORTED_VERSIONS[-1]}",
+                )
+            )
+        return str(version), children[1:]
+
+    @v_args(meta=True)
+    def meta(self, meta: Any, children: list[Any]) -> ast.Meta:
+        return ast.Meta(key=self._name(children[0]), value=self._string(children[1]), span=self._span(meta))
+
+    # -- task -------------------------------------------------------------
+
+    @v_args(meta=True)
+    def task(self, meta: Any, children: list[Any]) -> ast.Task:
+        fields: dict[str, Any] = {"inputs": [], "labels": []}
+        spans: dict[str, Span] = {}
+        for kind, value, span in children[1:]:
+            if kind in ("inputs", "labels"):
+                fields[kind].append(value)
+                continue
+            if kind in fields:
+                raise _BuildError(Diagnostic("E006", f"duplicate '{kind}' in task", span, hint="keep one"))
+            fields[kind] = value
+            spans[kind] = span
+        fields["field_spans"] = spans
+        fields["inputs"] = tuple(fields["inputs"])
+        fields["labels"] = tuple(fields["labels"])
+        return ast.Task(name=self._name(children[0]), span=self._span(meta), **fields)
+
+    @v_args(meta=True)
+    def description(self, meta: Any, children: list[Any]) -> tuple[str, str, Span]:
+        return "description", self._string(children[0]), self._span(meta)
+
+    @v_args(meta=True)
+    def input_decl(self, meta: Any, children: list[Any]) -> tuple[str, ast.Input, Span]:
+        span = self._span(meta)
+        node = ast.Input(name=self._name(children[0]), description=self._string(children[1]), span=span)
+        return "inputs", node, span
+
+    @v_args(meta=True)
+    def label_decl(self, meta: Any, children: list[Any]) -> tuple[str, ast.Label, Span]:
+        span = self._span(meta)
+        spellings = tuple(children[2]) if len(children) > 2 else ()
+        node = ast.Label(
+            name=self._name(children[0]), description=self._string(children[1]), spellings=spellings, span=span
+        )
+        return "labels", node, span
+
+    def spelled(self, children: list[Token]) -> list[str]:
+        return [self._string(c) for c in children]
+
+    @v_args(meta=True)
+    def default_decl(self, meta: Any, children: list[Token]) -> tuple[str, ast.Name, Span]:
+        return "default", self._name(children[0]), self._span(meta)
+
+    @v_args(meta=True)
+    def hit_decl(self, meta: Any, children: list[Token]) -> tuple[str, ast.Name, Span]:
+        return "hit", self._name(children[0]), self._span(meta)
+
+    # -- features ---------------------------------------------------------
+
+    @v_args(meta=True)
+    def feature(self, meta: Any, children: list[Any]) -> ast.Feature:
+        values = children[1]
+        return ast.Feature(
+            name=self._name(children[0]), values=values, definition=self._string(children[2]), span=self._span(meta)
+        )
+
+    def bool_type(self, children: list[Any]) -> None:
+        return None
+
+    def enum_type(self, children: list[Any]) -> tuple[ast.Name, ...]:
+        return tuple(children[0])
+
+    def name_list(self, children: list[Token]) -> list[ast.Name]:
+        return [self._name(c) for c in children]
+
+    # -- rules ------------------------------------------------------------
+
+    @v_args(meta=True)
+    def group(self, meta: Any, children: list[Any]) -> ast.Group:
+        name = self._name(children[0])
+        rest = children[1:]
+        title = None
+        if rest and isinstance(rest[0], Token):
+            title = self._string(rest[0])
+            rest = rest[1:]
+        rules = tuple(r.model_copy(update={"group": name.value}) for r in rest)
+        return ast.Group(name=name, title=title, rules=rules, span=self._span(meta))
+
+    @v_args(meta=True)
+    def rule(self, meta: Any, children: list[Any]) -> ast.Rule:
+        fields: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        for kind, value, span in children[2:]:
+            if kind in fields:
+                raise _BuildError(
+                    Diagnostic("E006", f"duplicate '{_FIELD_KEYWORDS[kind]}' in rule {children[0]}", span, hint="keep one")
+                )
+            fields[kind] = value
+            spans[kind] = span
+        fields["field_spans"] = spans
+        return ast.Rule(id=self._name(children[0]), title=self._string(children[1]), span=self._span(meta), **fields)
+
+    @v_args(meta=True)
+    def when(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span]:
+        return "condition", children[0], self._span(meta)
+
+    @v_args(meta=True)
+    def then(self, meta: Any, children: list[Token]) -> tuple[str, ast.Name, Span]:
+        return "label", self._name(children[0]), self._span(meta)
+
+    @v_args(meta=True)
+    def because(self, meta: Any, children: list[Token]) -> tuple[str, str, Span]:
+        return "rationale", self._string(children[0]), self._span(meta)
+
+    @v_args(meta=True)
+    def priority(self, meta: Any, children: list[Token]) -> tuple[str, int, Span]:
+        return "priority", int(children[0]), self._span(meta)
+
+    @v_args(meta=True)
+    def overrides(self, meta: Any, children: list[Any]) -> tuple[str, tuple[ast.Name, ...], Span]:
+        return "overrides", tuple(children[0]), self._span(meta)
+
+    @v_args(meta=True)
+    def examples(self, meta: Any, children: list[Token]) -> tuple[str, tuple[str, ...], Span]:
+        return "examples", tuple(self._string(c) for c in children), self._span(meta)
+
+    @v_args(meta=True)
+    def support(self, meta: Any, children: list[Token]) -> tuple[str, int, Span]:
+        return "support", int(children[0]), self._span(meta)
+
+    @v_args(meta=True)
+    def confidence(self, meta: Any, children: list[Token]) -> tuple[str, float, Span]:
+        span = self._span(meta)
+        value = float(children[0])
+        if not 0.0 <= value <= 1.0:
+            raise _BuildError(
+                Diagnostic("E007", f"confidence {children[0]} is outside 0..1", self._token_span(children[0]))
+            )
+        return "confidence", value, span
+
+    @v_args(meta=True)
+    def teacher(self, meta: Any, children: list[Token]) -> tuple[str, str, Span]:
+        return "teacher", self._string(children[0]), self._span(meta)
+
+    @v_args(meta=True)
+    def tags(self, meta: Any, children: list[Any]) -> tuple[str, tuple[ast.Name, ...], Span]:
+        return "tags", tuple(children[0]), self._span(meta)
+
+    # -- conditions -------------------------------------------------------
+
+    @v_args(meta=True)
+    def or_(self, meta: Any, children: list[Any]) -> Any:
+        if len(children) == 1:
+            return children[0]
+        return ast.Or(operands=tuple(children), span=self._span(meta))
+
+    @v_args(meta=True)
+    def and_(self, meta: Any, children: list[Any]) -> Any:
+        if len(children) == 1:
+            return children[0]
+        return ast.And(operands=tuple(children), span=self._span(meta))
+
+    @v_args(meta=True)
+    def not_(self, meta: Any, children: list[Any]) -> ast.Not:
+        return ast.Not(operand=children[0], span=self._span(meta))
+
+    @v_args(meta=True)
+    def predicate(self, meta: Any, children: list[Token]) -> ast.Predicate:
+        return ast.Predicate(feature=self._name(children[0]), span=self._span(meta))
+
+    @v_args(meta=True)
+    def is_(self, meta: Any, children: list[Token]) -> ast.IsValue:
+        return ast.IsValue(feature=self._name(children[0]), value=self._name(children[1]), span=self._span(meta))
+
+    # -- cases ------------------------------------------------------------
+
+    @v_args(meta=True)
+    def case(self, meta: Any, children: list[Any]) -> ast.Case:
+        name = self._name(children[0])
+        rest = children[1:]
+        title = None
+        if rest and isinstance(rest[0], Token):
+            title = self._string(rest[0])
+            rest = rest[1:]
+        fields: dict[str, Any] = {}
+        for kind, value, span in rest:
+            if kind in fields:
+                raise _BuildError(Diagnostic("E006", f"duplicate '{kind}' in case {name.value}", span, hint="keep one"))
+            fields[kind] = value
+        expect = fields.get("expect", (None, None))
+        return ast.Case(
+            name=name,
+            title=title,
+            given=fields.get("given", ()),
+            expect=expect[0],
+            by=expect[1],
+            span=self._span(meta),
+        )
+
+    @v_args(meta=True)
+    def given(self, meta: Any, children: list[ast.Assignment]) -> tuple[str, tuple[ast.Assignment, ...], Span]:
+        return "given", tuple(children), self._span(meta)
+
+    @v_args(meta=True)
+    def assign_true(self, meta: Any, children: list[Token]) -> ast.Assignment:
+        return ast.Assignment(feature=self._name(children[0]), value=True, span=self._span(meta))
+
+    @v_args(meta=True)
+    def assign_false(self, meta: Any, children: list[Token]) -> ast.Assignment:
+        return ast.Assignment(feature=self._name(children[0]), value=False, span=self._span(meta))
+
+    @v_args(meta=True)
+    def assign_value(self, meta: Any, children: list[Token]) -> ast.Assignment:
+        return ast.Assignment(feature=self._name(children[0]), value=self._name(children[1]), span=self._span(meta))
+
+    @v_args(meta=True)
+    def expect(self, meta: Any, children: list[Token]) -> tuple[str, tuple[ast.Name, ast.Name | None], Span]:
+        by = self._name(children[1]) if len(children) > 1 else None
+        return "expect", (self._name(children[0]), by), self._span(meta)
+
+
+_FIELD_KEYWORDS = {
+    "condition": "when",
+    "label": "then",
+    "rationale": "because",
+    "priority": "priority",
+    "overrides": "overrides",
+    "examples": "examples",
+    "support": "support",
+    "confidence": "confidence",
+    "teacher": "teacher",
+    "tags": "tags",
+}

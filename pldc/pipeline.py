@@ -1,0 +1,53 @@
+"""Run the front-end stages on a file: parse, resolve, order and the in-file cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pldc import ast
+from pldc.cases import run_cases
+from pldc.errors import Diagnostic, DiagnosticError
+from pldc.order import order_rules
+from pldc.parse import ParseResult, parse, read_source
+from pldc.resolve import resolve
+
+
+@dataclass(frozen=True)
+class CheckedRuleset:
+    """A ruleset that parsed, with its compiled rule order and any remaining diagnostics."""
+
+    parsed: ParseResult
+    ordered: list[ast.Rule]
+    diagnostics: list[Diagnostic]
+
+    @property
+    def ruleset(self) -> ast.Ruleset:
+        return self.parsed.ruleset
+
+    @property
+    def ok(self) -> bool:
+        return not self.diagnostics
+
+
+def check_source(source: str, path: str) -> CheckedRuleset:
+    """Parse and check ``source``; a syntax error raises :class:`DiagnosticError`."""
+    parsed = parse(source, path)
+    diagnostics = resolve(parsed.ruleset)
+    ordered, cycle_errors = order_rules(parsed.ruleset)
+    diagnostics.extend(cycle_errors)
+    if not diagnostics:
+        diagnostics.extend(run_cases(parsed.ruleset, ordered))
+    return CheckedRuleset(parsed, ordered, diagnostics)
+
+
+def check_file(path: str | Path) -> CheckedRuleset:
+    return check_source(read_source(path), str(path))
+
+
+def load_ruleset(path: str | Path) -> CheckedRuleset:
+    """Check a file and raise :class:`DiagnosticError` unless it is clean."""
+    checked = check_file(path)
+    if checked.diagnostics:
+        raise DiagnosticError(checked.diagnostics, {str(path): checked.parsed.source})
+    return checked

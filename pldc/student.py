@@ -1,0 +1,357 @@
+"""A transformers student that scores every label by its log-probability.
+
+The chat prompt is laid out so that what examples share comes first: the system prompt, then
+the inputs that neighbouring examples share (a ContractNLI document), then the example's own
+inputs and the assistant header. The shared prefix is encoded once and its key/value cache is
+reused; the cache of a shared input is reused while consecutive examples share it. A label's
+score is the sum of the log-probabilities of all its tokens after the assistant header.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pldc.data import Example
+from pldc.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger("pldc")
+
+_PLACEHOLDER = "\u2063PLDC-USER-CONTENT\u2063"
+CONTENT_FREE = "N/A"
+
+
+@dataclass
+class ScoreStats:
+    """What scoring cost: forward passes, tokens run through the model, wall time."""
+
+    forward_calls: int = 0
+    tokens_processed: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChatFrame:
+    """Text before and after the user content, with the system prompt folded in."""
+
+    before: str
+    after: str
+    system_folded: bool
+
+
+@dataclass
+class Student:
+    """A causal language model loaded through transformers, with its tokenizer."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    batch_size: int = 8
+    stats: ScoreStats = field(default_factory=ScoreStats)
+
+    @property
+    def model_type(self) -> str:
+        return str(getattr(self.model.config, "model_type", ""))
+
+    # -- prompt layout ----------------------------------------------------
+
+    def chat_frame(self, system_prompt: str) -> ChatFrame:
+        """Split the chat template's rendering around the user content.
+
+        Gemma chat templates have no system role, so for Gemma (and any template that rejects a
+        system message) the system prompt opens the first user turn instead.
+        """
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ModelError(f"model {self.name!r} has no chat template; pldc needs a chat (instruction-tuned) model")
+        fold = self.model_type.startswith("gemma")
+        if not fold:
+            try:
+                rendered = self._render_chat(
+                    [{"role": "system", "content": system_prompt}, {"role": "user", "content": _PLACEHOLDER}]
+                )
+            except Exception as error:  # noqa: BLE001 - templates raise arbitrary errors for unknown roles
+                logger.info("chat template of %s rejects a system role (%s); folding it into the user turn", self.name, error)
+                fold = True
+        if fold:
+            rendered = self._render_chat([{"role": "user", "content": f"{system_prompt}\n\n{_PLACEHOLDER}"}])
+        before, found, after = rendered.partition(_PLACEHOLDER)
+        if not found:
+            raise ModelError(f"chat template of {self.name!r} dropped the user message")
+        return ChatFrame(before, after, fold)
+
+    def _render_chat(self, messages: list[dict[str, str]]) -> str:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return str(text)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def label_ids(self, labels: Sequence[str]) -> list[list[int]]:
+        encoded = [self.encode(label) for label in labels]
+        for label, ids in zip(labels, encoded, strict=True):
+            if not ids:
+                raise ModelError(f"label {label!r} encodes to no tokens")
+        seen: dict[tuple[int, ...], str] = {}
+        for label, ids in zip(labels, encoded, strict=True):
+            if tuple(ids) in seen:
+                raise ModelError(f"labels {seen[tuple(ids)]!r} and {label!r} encode to the same tokens")
+            seen[tuple(ids)] = label
+        return encoded
+
+    # -- scoring ------------------------------------------------------------
+
+    def score(
+        self,
+        system_prompt: str,
+        examples: Sequence[Example],
+        labels: Sequence[str],
+        input_names: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+        use_cache: bool = True,
+    ) -> list[list[float]]:
+        """Return, per example, the log-probability of each label (in ``labels`` order)."""
+        layout = PromptLayout.build(self, system_prompt, input_names)
+        label_ids = self.label_ids(labels)
+        started = time.perf_counter()
+        import torch
+
+        with torch.inference_mode():
+            if use_cache:
+                scores = self._score_cached(layout, examples, label_ids, progress)
+            else:
+                scores = self._score_naive(layout, examples, label_ids, progress)
+        self.stats.seconds += time.perf_counter() - started
+        return scores
+
+    def _forward(self, input_ids: torch.Tensor, past: Any = None, keep: torch.Tensor | None = None) -> Any:
+        self.stats.forward_calls += 1
+        self.stats.tokens_processed += int(input_ids.numel())
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": True}
+        if past is not None:
+            kwargs["cache"] = past
+        if keep is not None:
+            kwargs["logits_to_keep"] = keep
+        return self.model(**kwargs)
+
+    def _score_naive(
+        self,
+        layout: PromptLayout,
+        examples: Sequence[Example],
+        label_ids: list[list[int]],
+        progress: Callable[[int], None] | None,
+    ) -> list[list[float]]:
+        import torch
+
+        results: list[list[float]] = []
+        for example in examples:
+            context = layout.prefix + layout.shared(example) + layout.own(example)
+            row: list[float] = []
+            for ids in label_ids:
+                sequence = torch.tensor([context + ids])
+                logits = self._forward(sequence).logits[0].float()
+                logprobs = torch.log_softmax(logits[len(context) - 1 : len(context) - 1 + len(ids)], dim=-1)
+                row.append(float(sum(logprobs[j, token] for j, token in enumerate(ids))))
+            results.append(row)
+            if progress:
+                progress(1)
+        return results
+
+    def _score_cached(
+        self,
+        layout: PromptLayout,
+        examples: Sequence[Example],
+        label_ids: list[list[int]],
+        progress: Callable[[int], None] | None,
+    ) -> list[list[float]]:
+        import torch
+
+        base = _returned_cache(self._forward(torch.tensor([layout.prefix])))
+        results: list[list[float]] = [[] for _ in examples]
+        for shared_ids, positions in _shared_groups(layout, examples):
+            cache = base
+            if shared_ids:
+                cache = _returned_cache(self._forward(torch.tensor([shared_ids]), past=_expand(base, 1)))
+            for start in range(0, len(positions), self.batch_size):
+                chunk = positions[start : start + self.batch_size]
+                own = [layout.own(examples[i]) for i in chunk]
+                for index, scores in zip(chunk, self._score_chunk(cache, own, label_ids), strict=True):
+                    results[index] = scores
+                if progress:
+                    progress(len(chunk))
+        return results
+
+    def _score_chunk(self, cache: Any, own: list[list[int]], label_ids: list[list[int]]) -> list[list[float]]:
+        """Score all labels of several examples in one forward pass over a shared cache."""
+        import torch
+
+        contexts = _label_contexts(label_ids)
+        rows: list[list[int]] = []
+        for ids in own:
+            rows.extend(ids + extension for extension in contexts)
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        # Right padding: causal attention keeps every real position blind to the padding after it.
+        batch = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+        needed = sorted({len(ids) - 1 + j for ids in own for ext in contexts for j in range(len(ext) + 1)})
+        keep = torch.tensor(needed)
+        column = {position: c for c, position in enumerate(needed)}
+        logits = self._forward(batch, past=_expand(cache, len(rows)), keep=keep).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        scores: list[list[float]] = []
+        for e, ids in enumerate(own):
+            row_scores: list[float] = []
+            for label in label_ids:
+                c = _context_for(contexts, label)
+                row = e * len(contexts) + c
+                total = 0.0
+                for j, token in enumerate(label):
+                    total += float(logprobs[row, column[len(ids) - 1 + j], token])
+                row_scores.append(total)
+            scores.append(row_scores)
+        return scores
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """Token ids of the prompt pieces: shared prefix, then per-input segments, then the suffix."""
+
+    prefix: list[int]
+    input_names: tuple[str, ...]
+    suffix: list[int]
+    student: Student
+
+    @classmethod
+    def build(cls, student: Student, system_prompt: str, input_names: Sequence[str]) -> PromptLayout:
+        frame = student.chat_frame(system_prompt)
+        return cls(student.encode(frame.before), tuple(input_names), student.encode(frame.after), student)
+
+    def segment(self, example: Example, position: int) -> list[int]:
+        name = self.input_names[position]
+        separator = "\n\n" if position < len(self.input_names) - 1 else ""
+        return self.student.encode(f"{name}: {example.inputs[name]}{separator}")
+
+    def shared(self, example: Example) -> list[int]:
+        ids: list[int] = []
+        for position in range(min(example.shared, len(self.input_names))):
+            ids.extend(self.segment(example, position))
+        return ids
+
+    def own(self, example: Example) -> list[int]:
+        ids: list[int] = []
+        for position in range(min(example.shared, len(self.input_names)), len(self.input_names)):
+            ids.extend(self.segment(example, position))
+        return ids + self.suffix
+
+
+def content_free(example: Example) -> Example:
+    """The same example with every input replaced by ``N/A`` (for calibration)."""
+    return Example("content-free", {name: CONTENT_FREE for name in example.inputs}, example.label, 0)
+
+
+def _shared_groups(layout: PromptLayout, examples: Sequence[Example]) -> Iterator[tuple[list[int], list[int]]]:
+    """Group consecutive examples that share their leading inputs."""
+    current_key: tuple[str, ...] | None = None
+    positions: list[int] = []
+    shared_ids: list[int] = []
+    for index, example in enumerate(examples):
+        names = layout.input_names[: example.shared]
+        key = tuple(example.inputs[n] for n in names)
+        if key != current_key and positions:
+            yield shared_ids, positions
+            positions = []
+        if key != current_key:
+            current_key = key
+            shared_ids = layout.shared(example)
+        positions.append(index)
+    if positions:
+        yield shared_ids, positions
+
+
+def _label_contexts(label_ids: list[list[int]]) -> list[list[int]]:
+    """The fewest label prefixes whose positions cover every token of every label."""
+    heads = sorted({tuple(ids[:-1]) for ids in label_ids}, key=len, reverse=True)
+    kept: list[tuple[int, ...]] = []
+    for head in heads:
+        if not any(other[: len(head)] == head for other in kept):
+            kept.append(head)
+    return [list(head) for head in kept]
+
+
+def _context_for(contexts: list[list[int]], label: list[int]) -> int:
+    head = label[:-1]
+    for index, context in enumerate(contexts):
+        if context[: len(head)] == head:
+            return index
+    raise AssertionError("label context missing")
+
+
+def _returned_cache(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    if cache is None:
+        raise ModelError("the model returned no key/value cache; rerun with --no-prefix-cache")
+    return cache
+
+
+def _expand(cache: Any, rows: int) -> Any:
+    """A cache whose layers view ``cache``'s tensors repeated ``rows`` times, without copying.
+
+    Cache layers grow by concatenation, which allocates new tensors, so the views in the
+    returned cache never write into ``cache``.
+    """
+    expanded = copy.copy(cache)
+    layers = []
+    for layer in cache.layers:
+        clone = copy.copy(layer)
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            clone.keys = layer.keys.expand(rows, *layer.keys.shape[1:])
+            clone.values = layer.values.expand(rows, *layer.values.shape[1:])
+        layers.append(clone)
+    expanded.layers = layers
+    return expanded
+
+
+def load_student(reference: str | None = None, batch_size: int = 8, device: str = "cpu") -> Student:
+    """Load the embedded default (``None`` or ``embedded``), a local folder or a cached Hub id."""
+    from pldc.embedded import EMBEDDED_NAME, prepare_embedded
+
+    if reference in (None, EMBEDDED_NAME):
+        path: str = str(prepare_embedded())
+        name = "SmolLM2-135M-Instruct (embedded)"
+    else:
+        path = reference
+        name = reference
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise ModelError("transformers is not installed; install pldc with the 'model' extra: pip install 'pldc[model]'") from None
+    local = Path(path).is_dir()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="float32")
+    except OSError as error:
+        where = "folder" if local else "Hugging Face id (looked only in the local cache; no download)"
+        raise ModelError(f"cannot load model {reference!r} as a {where}: {error}".splitlines()[0]) from None
+    model.to(device)
+    model.eval()
+    logger.info("loaded %s (%s, %.1fM parameters)", name, type(model).__name__, _parameters(model) / 1e6)
+    return Student(name=name, model=model, tokenizer=tokenizer, batch_size=batch_size)
+
+
+def _parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def softmax(scores: Sequence[float]) -> list[float]:
+    top = max(scores)
+    exps = [math.exp(s - top) for s in scores]
+    total = sum(exps)
+    return [e / total for e in exps]
