@@ -120,9 +120,8 @@ def _run_check(args: argparse.Namespace) -> int:
                 print(f"{name}: ok ({summary['rules']} rules, {summary['cases']} cases passed)")
     if args.format == "json":
         print(json.dumps({"files": results, "ok": failed == 0}, indent=2, ensure_ascii=False))
-    elif failed:
-        errors = sum(len(r["diagnostics"]) for r in results)  # type: ignore[arg-type]
-        print(f"pldc: {failed} of {len(args.files)} files have errors ({errors} diagnostics)", file=sys.stderr)
+    elif failed > 1:
+        print(f"pldc: {failed} of {len(args.files)} files have errors", file=sys.stderr)
     if any("io_error" in r for r in results):
         return EXIT_INPUT
     return EXIT_ERRORS if failed else EXIT_OK

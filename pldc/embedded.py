@@ -55,6 +55,9 @@ def prepare_embedded(force: bool = False) -> Path:
     gguf = find_gguf()
     logger.info("converting %s into %s (one-time, about 20 s)", gguf.name, target)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -74,7 +74,7 @@ class Diagnostic:
 
 
 def _snippet(source: str, span: Span) -> str | None:
-    lines = source.splitlines()
+    lines = source.split("\n")
     if not 1 <= span.line <= len(lines):
         return None
     text = lines[span.line - 1].expandtabs(1)

@@ -12,6 +12,10 @@ from pldc.errors import InputError
 
 
 def add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    prepare = commands.add_parser("prepare", help="convert the embedded student (SmolLM2-135M) for fast loading")
+    prepare.add_argument("--force", action="store_true", help="convert again even if a converted copy exists")
+    prepare.set_defaults(handler=run_prepare)
+
     parser = commands.add_parser("eval", help="score the compiled prompt with a student model on labelled data")
     parser.add_argument("ruleset", type=Path, metavar="RULESET")
     parser.add_argument("--data", type=Path, required=True, help="labelled data file (JSONL, CSV or ContractNLI JSON)")
@@ -30,6 +34,13 @@ def add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     parser.add_argument("--predictions", type=Path, help="write per-example predictions to this JSONL file")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(handler=run_eval)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from pldc.embedded import prepare_embedded
+
+    print(f"embedded student ready in {prepare_embedded(force=args.force)}")
+    return 0
 
 
 def _field_map(pairs: list[str]) -> dict[str, str]:

@@ -7,7 +7,6 @@ line they preceded, or trail the line they were on.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from lark import Token
@@ -19,12 +18,12 @@ from pldc.parse import Comment, ParseResult, decode_string
 INDENT = "    "
 
 _OR, _AND, _NOT = 1, 2, 3
-_NUMBER = re.compile(r"\d+(\.\d+)?")
 
 
 def format_source(result: ParseResult) -> str:
     """Return the canonical text of a parsed file."""
-    return _Printer(result.comments).print_ruleset(result.ruleset)
+    blank = {number for number, line in enumerate(result.source.split("\n"), 1) if not line.strip()}
+    return _Printer(result.comments, blank).print_ruleset(result.ruleset)
 
 
 def format_condition(condition: ast.Condition, parent: int = 0) -> str:
@@ -43,7 +42,7 @@ def format_condition(condition: ast.Condition, parent: int = 0) -> str:
 
 def quote(value: str, indent: str = "") -> str:
     """Write a string literal: triple-quoted for multi-line text when that round-trips."""
-    if "\n" in value:
+    if "\n" in value and "\r" not in value:
         body = value.replace("\\", "\\\\").replace('"""', '\\"""')
         inner = indent + INDENT
         lines = [(inner + line) if line else "" for line in body.split("\n")]
@@ -57,10 +56,8 @@ def quote(value: str, indent: str = "") -> str:
 
 
 def format_number(value: float) -> str:
-    text = repr(value)
-    if _NUMBER.fullmatch(text):
-        return text
-    return f"{value:.17f}".rstrip("0").rstrip(".") or "0"
+    """Shortest text that parses back to exactly ``value`` (``repr`` of a finite float)."""
+    return repr(value)
 
 
 def names(items: Sequence[ast.Name]) -> str:
@@ -68,8 +65,10 @@ def names(items: Sequence[ast.Name]) -> str:
 
 
 class _Printer:
-    def __init__(self, comments: Sequence[Comment]) -> None:
+    def __init__(self, comments: Sequence[Comment], blank_lines: set[int]) -> None:
         self.comments = sorted(comments, key=lambda c: (c.line, c.column))
+        # A blank source line after a comment is kept, so a header comment stays its own paragraph.
+        self.blank_lines = blank_lines
         self.next_comment = 0
         self.lines: list[str] = []
         self.depth = 0
@@ -89,8 +88,11 @@ class _Printer:
 
     def _flush_before(self, line: int) -> None:
         while self.next_comment < len(self.comments) and self.comments[self.next_comment].line < line:
-            self._put(self.indent + self.comments[self.next_comment].text)
+            comment = self.comments[self.next_comment]
+            self._put(self.indent + comment.text)
             self.next_comment += 1
+            if comment.line + 1 in self.blank_lines and comment.line + 1 < line:
+                self.want_blank = True
 
     def emit(self, text: str, span: Span) -> None:
         """Write one construct, preceded by its leading comments and followed by trailing ones."""

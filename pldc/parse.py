@@ -132,7 +132,7 @@ def _parse_tree(source: str, comments: list[Comment]) -> Tree[Token]:
 
 
 def _find_control_character(source: str, path: str) -> Diagnostic | None:
-    for number, line in enumerate(source.splitlines(), 1):
+    for number, line in enumerate(source.split("\n"), 1):
         for column, char in enumerate(line, 1):
             if char in "\t\f\r":
                 continue
@@ -160,14 +160,14 @@ def _syntax_diagnostic(error: UnexpectedInput, source: str, path: str) -> Diagno
         return Diagnostic(code, message, span, hint=hint)
     expected = _describe_expected(getattr(error, "expected", None) or getattr(error, "accepts", None) or set())
     if isinstance(error, UnexpectedEOF):
-        end = source.splitlines() or [""]
+        end = source.rstrip("\n").split("\n")
         line, column = len(end), len(end[-1]) + 1
         span = Span(path=path, line=line, column=column, end_line=line, end_column=column + 1)
         return Diagnostic("E001", f"unexpected end of file, expected {expected}", span)
     assert isinstance(error, UnexpectedToken)
     token = error.token
     if token.type == "$END":
-        end = source.splitlines() or [""]
+        end = source.rstrip("\n").split("\n")
         line, column = len(end), len(end[-1]) + 1
         span = Span(path=path, line=line, column=column, end_line=line, end_column=column + 1)
         return Diagnostic("E001", f"unexpected end of file, expected {expected}", span)
@@ -189,8 +189,8 @@ def _describe_expected(names: set[str] | frozenset[str]) -> str:
     described = sorted({_TERMINAL_NAMES.get(n, _keyword(n)) for n in names})
     if not described:
         return "something else"
-    if len(described) > 6:
-        return ", ".join(described[:6]) + ", ..."
+    if len(described) > 12:
+        return ", ".join(described[:12]) + ", ..."
     return " or ".join(described) if len(described) <= 2 else ", ".join(described[:-1]) + " or " + described[-1]
 
 
@@ -205,13 +205,19 @@ class _BuildError(Exception):
         self.diagnostic = diagnostic
 
 
-def _unescape(raw: str, span: Span) -> str:
+def _unescape(raw: str, span: Span, offset: int) -> str:
+    """Replace escape sequences; ``offset`` is the column of ``raw[0]`` when on one line."""
+
     def replace(match: re.Match[str]) -> str:
         char = match.group(1)
         if char in _ESCAPES:
             return _ESCAPES[char]
+        where = span
+        if span.line == span.end_line and "\n" not in raw[: match.start()]:
+            column = offset + match.start()
+            where = Span(path=span.path, line=span.line, column=column, end_line=span.line, end_column=column + 2)
         raise _BuildError(
-            Diagnostic("E004", f"invalid escape sequence '\\{char}' in string", span, hint='use \\\\, \\", \\n, \\t or \\r')
+            Diagnostic("E004", f"invalid escape sequence '\\{char}' in string", where, hint='use \\\\, \\", \\n, \\t or \\r')
         )
 
     return _ESCAPE.sub(replace, raw)
@@ -227,8 +233,8 @@ def decode_string(token: Token, span: Span) -> str:
         lines = body.split("\n")
         if lines and not lines[-1].strip():
             lines = lines[:-1]
-        return _unescape(textwrap.dedent("\n".join(lines)), span)
-    return _unescape(text[1:-1], span)
+        return _unescape(textwrap.dedent("\n".join(lines)), span, 0)
+    return _unescape(text[1:-1], span, span.column + 1)
 
 
 class _Builder(Transformer[Token, Any]):

@@ -331,8 +331,11 @@ def load_student(reference: str | None = None, batch_size: int = 8, device: str 
         name = reference
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
     except ImportError:
         raise ModelError("transformers is not installed; install pldc with the 'model' extra: pip install 'pldc[model]'") from None
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
     local = Path(path).is_dir()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
