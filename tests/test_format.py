@@ -56,7 +56,7 @@ def test_format_canonical_layout(tmp_path: Path) -> None:
 
 
 def test_format_multiline_string_round_trip() -> None:
-    source = 'pld 1.0\ntask t {\n    description """\n        line one\n          indented\n\n        after blank\n        """\n}\n'
+    source = 'pld 1.0\n\ntask t {\n    description """\n        line one\n          indented\n\n        after blank\n        """\n}\n'
     parsed = parse(source, "m.pld")
     assert parsed.ruleset.task is not None
     assert parsed.ruleset.task.description == "line one\n  indented\n\nafter blank"
