@@ -38,27 +38,30 @@ class Decision:
     tied: tuple[ast.Rule, ...] = ()
 
 
-def decide(task: ast.Task, ordered: Sequence[ast.Rule], values: Assignment) -> Decision:
+def decide(
+    task: ast.Task, ordered: Sequence[ast.Rule], values: Assignment, priorities: Mapping[str, int] | None = None
+) -> Decision:
     """Apply the hit policy to the rules in compiled order.
 
-    ``first``: the first rule whose condition holds decides. ``priority``: the rule with the
-    highest priority among those that hold decides; when rules of equal top priority conclude
-    different labels, the earliest decides and ``tied`` lists the others.
+    Under both policies the first rule in compiled order whose condition holds decides, because
+    the order runs from highest to lowest effective priority (``priorities``). Under ``priority``,
+    rules of the same effective priority have no precedence between them, so when such a rule
+    also holds and concludes another label, ``tied`` lists it.
     """
     default = task.default.value if task.default else ""
     fired = [r for r in ordered if r.condition is not None and r.label is not None and holds(r.condition, values)]
     if not fired:
         return Decision(default, None)
     winner = fired[0]
-    if task.hit_policy == "priority":
-        top = max(r.effective_priority for r in fired)
-        best = [r for r in fired if r.effective_priority == top]
-        winner = best[0]
-        assert winner.label is not None
-        tied = tuple(r for r in best[1:] if r.label is not None and r.label.value != winner.label.value)
-        return Decision(winner.label.value, winner, tied)
     assert winner.label is not None
-    return Decision(winner.label.value, winner)
+    if task.hit_policy != "priority":
+        return Decision(winner.label.value, winner)
+    rank = priorities or {r.id.value: r.effective_priority for r in ordered}
+    top = rank[winner.id.value]
+    tied = tuple(
+        r for r in fired[1:] if rank[r.id.value] == top and r.label is not None and r.label.value != winner.label.value
+    )
+    return Decision(winner.label.value, winner, tied)
 
 
 def case_values(case: ast.Case) -> dict[str, bool | str]:
@@ -67,7 +70,9 @@ def case_values(case: ast.Case) -> dict[str, bool | str]:
     }
 
 
-def run_cases(ruleset: ast.Ruleset, ordered: Sequence[ast.Rule]) -> list[Diagnostic]:
+def run_cases(
+    ruleset: ast.Ruleset, ordered: Sequence[ast.Rule], priorities: Mapping[str, int] | None = None
+) -> list[Diagnostic]:
     """Run every case; return a diagnostic per failing case."""
     task = ruleset.task
     if task is None:
@@ -76,7 +81,7 @@ def run_cases(ruleset: ast.Ruleset, ordered: Sequence[ast.Rule]) -> list[Diagnos
     for case in ruleset.cases:
         if case.expect is None:
             continue
-        decision = decide(task, ordered, case_values(case))
+        decision = decide(task, ordered, case_values(case), priorities)
         decided_by = f"rule {decision.rule.id.value}" if decision.rule else "the default"
         if decision.tied:
             others = ", ".join(r.id.value for r in decision.tied)

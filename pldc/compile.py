@@ -173,7 +173,8 @@ def _context(ruleset: ast.Ruleset, task: ast.Task, rules: list[ast.Rule], with_f
 
 def _mark(kind: str, rule_id: str | None = None, *, caller: Any) -> str:
     key = kind if rule_id is None else f"{kind}:{rule_id}"
-    return f"{_BEGIN}{key}{_SEP}{caller()}{_END}"
+    # The region ends at its last line; the newline after it belongs to the surrounding text.
+    return f"{_BEGIN}{key}{_SEP}{str(caller()).rstrip(chr(10))}{_END}\n"
 
 
 def _extract_regions(raw: str, rules: dict[str, ast.Rule]) -> tuple[str, list[MappedRegion]]:
@@ -191,7 +192,7 @@ def _extract_regions(raw: str, rules: dict[str, ast.Rule]) -> tuple[str, list[Ma
             open_regions.append((match.group(1), line))
             continue
         key, start = open_regions.pop()
-        end = line - 1 if chunk.endswith("\n") and line > start else line
+        end = line
         kind, _, rule_id = key.partition(":")
         rule = rules.get(rule_id) if rule_id else None
         span = rule.span.model_dump() if rule is not None else None

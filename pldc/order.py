@@ -1,11 +1,16 @@
 """Order the rules of a ruleset for compilation.
 
-A rule comes before every rule it ``overrides``; otherwise higher ``priority`` comes first and
-file order breaks ties. The constraints form a directed graph, so a cycle of ``overrides`` is
-reported with the rules on it.
+A rule comes before every rule it ``overrides``; otherwise higher priority comes first and file
+order breaks ties. A rule's *effective* priority is the highest priority among itself and the
+rules it overrides, directly or through others, so overriding a rule lifts the overriding rule
+to at least that rule's place; the compiled order therefore never lists a lower effective
+priority before a higher one. The constraints form a directed graph, so a cycle of
+``overrides`` is reported with the rules on it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import networkx as nx
 
@@ -13,8 +18,17 @@ from pldc import ast
 from pldc.errors import Diagnostic
 
 
-def order_rules(ruleset: ast.Ruleset) -> tuple[list[ast.Rule], list[Diagnostic]]:
-    """Return the rules in compiled order, or the ``E120`` cycle diagnostics."""
+@dataclass(frozen=True)
+class Ordering:
+    """Rules in compiled order with their effective priorities, or the cycle errors."""
+
+    rules: list[ast.Rule]
+    priorities: dict[str, int]
+    errors: list[Diagnostic]
+
+
+def order_rules(ruleset: ast.Ruleset) -> Ordering:
+    """Order the rules; on a cycle, keep file order and return ``E120`` diagnostics."""
     rules = ruleset.rules
     index = {rule.id.value: position for position, rule in enumerate(rules)}
     graph: nx.DiGraph[str] = nx.DiGraph()
@@ -41,11 +55,22 @@ def order_rules(ruleset: ast.Ruleset) -> tuple[list[ast.Rule], list[Diagnostic]]
         if len(errors) >= 20:
             break
     if errors:
-        return list(rules), errors
+        return Ordering(list(rules), {r.id.value: r.effective_priority for r in rules}, errors)
+
+    effective = effective_priorities(rules, graph)
 
     def key(rule_id: str) -> tuple[int, int]:
-        rule = rules[index[rule_id]]
-        return (-rule.effective_priority, index[rule_id])
+        return (-effective[rule_id], index[rule_id])
 
     ordered_ids = list(nx.lexicographical_topological_sort(graph, key=key))
-    return [rules[index[rule_id]] for rule_id in ordered_ids], []
+    return Ordering([rules[index[rule_id]] for rule_id in ordered_ids], effective, [])
+
+
+def effective_priorities(rules: tuple[ast.Rule, ...], graph: nx.DiGraph[str]) -> dict[str, int]:
+    """Map each rule id to the highest priority of itself and every rule it overrides."""
+    own = {rule.id.value: rule.effective_priority for rule in rules}
+    effective: dict[str, int] = {}
+    # Reverse topological order visits the overridden rules before the rules overriding them.
+    for rule_id in reversed(list(nx.topological_sort(graph))):
+        effective[rule_id] = max([own[rule_id], *(effective[t] for t in graph.successors(rule_id))])
+    return effective

@@ -19,6 +19,7 @@ class CheckedRuleset:
 
     parsed: ParseResult
     ordered: list[ast.Rule]
+    priorities: dict[str, int]
     diagnostics: list[Diagnostic]
 
     @property
@@ -34,11 +35,11 @@ def check_source(source: str, path: str) -> CheckedRuleset:
     """Parse and check ``source``; a syntax error raises :class:`DiagnosticError`."""
     parsed = parse(source, path)
     diagnostics = resolve(parsed.ruleset)
-    ordered, cycle_errors = order_rules(parsed.ruleset)
-    diagnostics.extend(cycle_errors)
+    ordering = order_rules(parsed.ruleset)
+    diagnostics.extend(ordering.errors)
     if not diagnostics:
-        diagnostics.extend(run_cases(parsed.ruleset, ordered))
-    return CheckedRuleset(parsed, ordered, diagnostics)
+        diagnostics.extend(run_cases(parsed.ruleset, ordering.rules, ordering.priorities))
+    return CheckedRuleset(parsed, ordering.rules, ordering.priorities, diagnostics)
 
 
 def check_file(path: str | Path) -> CheckedRuleset:
