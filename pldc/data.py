@@ -142,7 +142,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise InputError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
+                reason = error.msg.removesuffix(" at")
+                raise InputError(f"{where}: invalid JSON at column {error.colno}: {reason}") from None
             if not isinstance(row, dict):
                 raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
             yield where, row

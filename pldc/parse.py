@@ -131,19 +131,22 @@ def _parse_tree(source: str, comments: list[Comment]) -> Tree[Token]:
         _comments.reset(token)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
 def _find_control_character(source: str, path: str) -> Diagnostic | None:
-    for number, line in enumerate(source.split("\n"), 1):
-        for column, char in enumerate(line, 1):
-            if char in "\t\f\r":
-                continue
-            if ord(char) < 0x20 or ord(char) == 0x7F:
-                return Diagnostic(
-                    "E002",
-                    f"control character U+{ord(char):04X} is not allowed in a .pld file",
-                    Span(path=path, line=number, column=column, end_line=number, end_column=column + 1),
-                    hint="remove the character; write \\n or \\t inside strings instead",
-                )
-    return None
+    match = _CONTROL.search(source)
+    if match is None:
+        return None
+    line = source.count("\n", 0, match.start()) + 1
+    column = match.start() - (source.rfind("\n", 0, match.start()) + 1) + 1
+    char = match.group(0)
+    return Diagnostic(
+        "E002",
+        f"control character U+{ord(char):04X} is not allowed in a .pld file",
+        Span(path=path, line=line, column=column, end_line=line, end_column=column + 1),
+        hint="remove the character; write \\n or \\t inside strings instead",
+    )
 
 
 def _syntax_diagnostic(error: UnexpectedInput, source: str, path: str) -> Diagnostic:
