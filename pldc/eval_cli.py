@@ -27,7 +27,7 @@ def add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     parser.add_argument("--limit", type=int, help="score only the first N examples")
     parser.add_argument("--no-calibration", action="store_true", help="do not subtract content-free label scores")
     parser.add_argument("--no-prefix-cache", action="store_true", help="re-encode the whole prompt for every label")
-    parser.add_argument("--batch-size", type=int, default=8, help="examples per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (default 16)")
     parser.add_argument("--template", default="default", help="prompt template name or .j2 path")
     parser.add_argument("--map", action="append", default=[], metavar="INPUT=FIELD", help="generic data: input field")
     parser.add_argument("--label-field", default="label", help="generic data: the label column (default 'label')")

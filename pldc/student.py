@@ -55,7 +55,7 @@ class Student:
     name: str
     model: Any
     tokenizer: Any
-    batch_size: int = 8
+    batch_size: int = 16
     stats: ScoreStats = field(default_factory=ScoreStats)
 
     @property
@@ -175,6 +175,9 @@ class Student:
         import torch
 
         base = _returned_cache(self._forward(torch.tensor([layout.prefix])))
+        # Sliding-window layers keep only recent keys, which a packed row cannot address.
+        packed = not any(getattr(layer, "is_sliding", False) for layer in base.layers)
+        score_chunk = self._score_chunk_packed if packed else self._score_chunk
         results: list[list[float]] = [[] for _ in examples]
         for shared_ids, positions in _shared_groups(layout, examples):
             cache = base
@@ -183,7 +186,7 @@ class Student:
             for start in range(0, len(positions), self.batch_size):
                 chunk = positions[start : start + self.batch_size]
                 own = [layout.own(examples[i]) for i in chunk]
-                for index, scores in zip(chunk, self._score_chunk(cache, own, label_ids), strict=True):
+                for index, scores in zip(chunk, score_chunk(cache, own, label_ids), strict=True):
                     results[index] = scores
                 if progress:
                     progress(len(chunk))
@@ -218,6 +221,68 @@ class Student:
                 row_scores.append(total)
             scores.append(row_scores)
         return scores
+
+
+    def _score_chunk_packed(self, cache: Any, own: list[list[int]], label_ids: list[list[int]]) -> list[list[float]]:
+        """Score several examples and all their labels in one packed row over a batch-1 cache.
+
+        The row holds each example's tokens followed by one branch per multi-token label. A
+        4D attention mask lets every token see the cached prefix, its own example and earlier
+        tokens of its own branch, and position ids restart after the prefix for each example,
+        so each token is computed exactly as in its own sequence. Nothing is processed twice.
+        """
+        import torch
+
+        prefix = cache.get_seq_length()
+        tokens: list[int] = []
+        positions: list[int] = []
+        blocks: list[tuple[int, int, int, int]] = []  # (start, end, parent start, parent end)
+        # For each example and label: the row index that predicts each label token.
+        predictors: list[list[list[int]]] = []
+        for ids in own:
+            start = len(tokens)
+            tokens.extend(ids)
+            positions.extend(range(prefix, prefix + len(ids)))
+            end = len(tokens)
+            blocks.append((start, end, start, start))
+            per_label: list[list[int]] = []
+            for label in label_ids:
+                branch_start = len(tokens)
+                head = label[:-1]
+                tokens.extend(head)
+                positions.extend(range(prefix + len(ids), prefix + len(ids) + len(head)))
+                if head:
+                    blocks.append((branch_start, len(tokens), start, end))
+                per_label.append([end - 1, *range(branch_start, branch_start + len(head))])
+            predictors.append(per_label)
+        width = len(tokens)
+        allowed = torch.zeros(width, prefix + width, dtype=torch.bool)
+        allowed[:, :prefix] = True
+        for start, end, parent_start, parent_end in blocks:
+            allowed[start:end, prefix + parent_start : prefix + parent_end] = True
+            allowed[start:end, prefix + start : prefix + end] = torch.tril(torch.ones(end - start, end - start, dtype=torch.bool))
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        needed = sorted({row for per_label in predictors for rows in per_label for row in rows})
+        column = {row: c for c, row in enumerate(needed)}
+        self.stats.forward_calls += 1
+        self.stats.tokens_processed += width
+        output = self.model(
+            input_ids=torch.tensor([tokens]),
+            position_ids=torch.tensor([positions]),
+            attention_mask=mask[None, None],
+            cache=_expand(cache, 1),
+            use_cache=True,
+            logits_to_keep=torch.tensor(needed),
+        )
+        logprobs = torch.log_softmax(output.logits[0].float(), dim=-1)
+        return [
+            [
+                sum(float(logprobs[column[row], token]) for row, token in zip(rows, label, strict=True))
+                for rows, label in zip(per_label, label_ids, strict=True)
+            ]
+            for per_label in predictors
+        ]
 
 
 @dataclass(frozen=True)
@@ -319,7 +384,7 @@ def _expand(cache: Any, rows: int) -> Any:
     return expanded
 
 
-def load_student(reference: str | None = None, batch_size: int = 8, device: str = "cpu") -> Student:
+def load_student(reference: str | None = None, batch_size: int = 16, device: str = "cpu") -> Student:
     """Load the embedded default (``None`` or ``embedded``), a local folder or a cached Hub id."""
     from pldc.embedded import EMBEDDED_NAME, prepare_embedded
 
