@@ -13,13 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generate import generate_ruleset  # noqa: E402
+from pldc.cases import run_cases
+from pldc.compile import compile_prompt
+from pldc.order import order_rules
+from pldc.parse import parse
+from pldc.resolve import resolve
 
-from pldc.cases import run_cases  # noqa: E402
-from pldc.compile import compile_prompt  # noqa: E402
-from pldc.order import order_rules  # noqa: E402
-from pldc.parse import parse  # noqa: E402
-from pldc.resolve import resolve  # noqa: E402
+from generate import generate_ruleset
 
 
 def _best(function, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
@@ -38,22 +38,25 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{'rules':>7} {'parse':>10} {'check':>10} {'compile':>10} {'total':>10}   (microseconds per rule)")
     for size in args.sizes:
-        source = generate_ruleset(size)
-        parse_time, parsed = _best(lambda: parse(source, "bench.pld"), args.repeat)
-        ruleset = parsed.ruleset  # type: ignore[attr-defined]
+        measure(size, args.repeat)
 
-        def check():  # type: ignore[no-untyped-def]
-            assert resolve(ruleset) == []
-            ordering = order_rules(ruleset)
-            run_cases(ruleset, ordering.rules, ordering.priorities)
-            return ordering
 
-        check_time, ordering = _best(check, args.repeat)
-        compile_time, prompt = _best(lambda: compile_prompt(ruleset, ordering.rules), args.repeat)  # type: ignore[attr-defined]
-        total = parse_time + check_time + compile_time
-        per_rule = [t / size * 1e6 for t in (parse_time, check_time, compile_time, total)]
-        print(f"{size:>7} " + " ".join(f"{value:>10.1f}" for value in per_rule) + f"   total {total:.2f} s")
-        del prompt
+def measure(size: int, repeat: int) -> None:
+    source = generate_ruleset(size)
+    parse_time, parsed = _best(lambda: parse(source, "bench.pld"), repeat)
+    ruleset = parsed.ruleset  # type: ignore[attr-defined]
+
+    def check():  # type: ignore[no-untyped-def]
+        assert resolve(ruleset) == []
+        ordering = order_rules(ruleset)
+        run_cases(ruleset, ordering.rules, ordering.priorities)
+        return ordering
+
+    check_time, ordering = _best(check, repeat)
+    compile_time, _ = _best(lambda: compile_prompt(ruleset, ordering.rules), repeat)  # type: ignore[attr-defined]
+    total = parse_time + check_time + compile_time
+    per_rule = [t / size * 1e6 for t in (parse_time, check_time, compile_time, total)]
+    print(f"{size:>7} " + " ".join(f"{value:>10.1f}" for value in per_rule) + f"   total {total:.2f} s")
 
 
 if __name__ == "__main__":

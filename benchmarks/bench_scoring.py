@@ -56,7 +56,9 @@ def main() -> None:
         )
     cached, naive = rows
     overlap = naive[1]
-    gap = max(abs(a - b) for ra, rb in zip(cached[4][:overlap], naive[4], strict=True) for a, b in zip(ra, rb, strict=True))
+    gap = max(
+        abs(a - b) for ra, rb in zip(cached[4][:overlap], naive[4], strict=True) for a, b in zip(ra, rb, strict=True)
+    )
     speedup = (cached[1] / cached[2]) / (naive[1] / naive[2])
     print(f"speed-up cached/naive: {speedup:.1f}x; largest score difference on {overlap} shared examples: {gap:.2e}")
 

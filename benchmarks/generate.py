@@ -39,7 +39,11 @@ def generate_ruleset(rules: int, seed: int = 0, bool_features: int = 60, enum_fe
             else:
                 name = rng.choice(sorted(enums))
                 terms.append(f"{name} is {rng.choice(enums[name])}")
-        condition = " and ".join(terms) if rng.random() < 0.8 else f"({terms[0]} or {terms[1]}) and " + " and ".join(terms[2:] or terms[:1])
+        condition = (
+            " and ".join(terms)
+            if rng.random() < 0.8
+            else f"({terms[0]} or {terms[1]}) and " + " and ".join(terms[2:] or terms[:1])
+        )
         lines += [
             "",
             f'rule R{index:05d} "Synthetic rule {index}" {{',

@@ -7,7 +7,7 @@ compare equal after parsing.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,7 +76,7 @@ class Or(Node):
     operands: tuple[Condition, ...]
 
 
-Condition = Annotated[Union[Predicate, IsValue, Not, And, Or], Field(discriminator="kind")]
+Condition = Annotated[Predicate | IsValue | Not | And | Or, Field(discriminator="kind")]
 
 
 # ---- declarations -------------------------------------------------------
@@ -194,7 +194,7 @@ class Case(Node):
     by: Name | None = None
 
 
-Item = Union[Task, Feature, Group, Rule, Case]
+Item = Task | Feature | Group | Rule | Case
 
 
 class Ruleset(Node):

@@ -65,9 +65,7 @@ def decide(
 
 
 def case_values(case: ast.Case) -> dict[str, bool | str]:
-    return {
-        a.feature.value: a.value if isinstance(a.value, bool) else a.value.value for a in case.given
-    }
+    return {a.feature.value: a.value if isinstance(a.value, bool) else a.value.value for a in case.given}
 
 
 def run_cases(

@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from pldc.pipeline import check_source
     from pldc.parse import read_source
+    from pldc.pipeline import check_source
 
     results: list[dict[str, object]] = []
     failed = 0

@@ -67,9 +67,7 @@ class CompiledPrompt:
         payload = {
             "template": self.template,
             "order": list(self.order),
-            "regions": [
-                {k: v for k, v in region.__dict__.items() if v is not None} for region in self.regions
-            ],
+            "regions": [{k: v for k, v in region.__dict__.items() if v is not None} for region in self.regions],
         }
         return json.dumps(payload, ensure_ascii=False, indent=2) + "\n"
 
@@ -101,7 +99,9 @@ def load_template(name_or_path: str) -> jinja2.Template:
     try:
         return template_environment(directory).get_template(filename)
     except jinja2.TemplateSyntaxError as error:
-        raise TemplateFailed(f"{error.filename or filename}:{error.lineno}: template syntax error: {error.message}") from None
+        raise TemplateFailed(
+            f"{error.filename or filename}:{error.lineno}: template syntax error: {error.message}"
+        ) from None
 
 
 def compile_prompt(

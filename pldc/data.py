@@ -177,7 +177,11 @@ def _stereoset_domain(path: Path) -> Iterator[Row]:
         else:
             raise InputError(f"{where}: field 'type' is {kind!r}, expected intrasentence or intersentence")
         example_id = f"{path.name}:{where.rsplit(':', 1)[1]}"
-        yield Example(example_id, {"sentence": sentence}, ""), _field(row, "bias_type", where), f"{where} field 'bias_type'"
+        yield (
+            Example(example_id, {"sentence": sentence}, ""),
+            _field(row, "bias_type", where),
+            f"{where} field 'bias_type'",
+        )
 
 
 def _stereoset_candidate(path: Path) -> Iterator[Row]:

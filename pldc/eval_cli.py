@@ -20,9 +20,13 @@ def add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     parser.add_argument("ruleset", type=Path, metavar="RULESET")
     parser.add_argument("--data", type=Path, required=True, help="labelled data file (JSONL, CSV or ContractNLI JSON)")
     parser.add_argument("--framing", choices=FRAMINGS, help="how to read the data (default: guessed from the file)")
-    parser.add_argument("--model", default="embedded", help="'embedded' (SmolLM2-135M), a model folder or a cached Hub id")
+    parser.add_argument(
+        "--model", default="embedded", help="'embedded' (SmolLM2-135M), a model folder or a cached Hub id"
+    )
     variants = parser.add_mutually_exclusive_group()
-    variants.add_argument("--no-rules", action="store_true", help="score the task with no features or rules (zero-shot)")
+    variants.add_argument(
+        "--no-rules", action="store_true", help="score the task with no features or rules (zero-shot)"
+    )
     variants.add_argument("--compare", action="store_true", help="score with and without rules and report both")
     parser.add_argument("--limit", type=int, help="score only the first N examples")
     parser.add_argument("--no-calibration", action="store_true", help="do not subtract content-free label scores")
@@ -74,7 +78,9 @@ def run_eval(args: argparse.Namespace) -> int:
     results = []
     for include_rules in variants:
         label = "with rules" if include_rules else "no rules"
-        with tqdm(total=len(dataset.examples), desc=f"scoring ({label})", unit="ex", file=sys.stderr, disable=None) as bar:
+        with tqdm(
+            total=len(dataset.examples), desc=f"scoring ({label})", unit="ex", file=sys.stderr, disable=None
+        ) as bar:
             results.append(
                 evaluate(
                     checked,
@@ -129,12 +135,15 @@ def _print_result(result: object) -> None:
     width = max(len(label) for label in metrics.labels) + 2
     print(f"\n== {result.variant}: macro-F1 {metrics.macro_f1:.4f}, accuracy {metrics.accuracy:.4f}")
     print(f"{'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
-    for row in metrics.per_class:
-        print(f"{row.label:<{width}}{row.precision:>10.4f}{row.recall:>10.4f}{row.f1:>10.4f}{row.support:>9}")
+    for figures in metrics.per_class:
+        print(
+            f"{figures.label:<{width}}{figures.precision:>10.4f}{figures.recall:>10.4f}"
+            f"{figures.f1:>10.4f}{figures.support:>9}"
+        )
     print("confusion matrix (rows gold, columns predicted):")
     print(" " * width + "".join(f"{label[:9]:>10}" for label in metrics.labels))
-    for label, row in zip(metrics.labels, metrics.confusion, strict=True):
-        print(f"{label:<{width}}" + "".join(f"{value:>10}" for value in row))
+    for label, counts in zip(metrics.labels, metrics.confusion, strict=True):
+        print(f"{label:<{width}}" + "".join(f"{value:>10}" for value in counts))
     print(
         f"{len(result.predictions)} examples in {result.seconds:.1f} s "
         f"({result.examples_per_second:.2f} examples/s), prompt {result.prompt_tokens} tokens"

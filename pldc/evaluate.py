@@ -81,7 +81,9 @@ def evaluate(
     for example, row in zip(dataset.examples, raw, strict=True):
         adjusted = [score - offset for score, offset in zip(row, offsets, strict=True)]
         best = max(range(len(labels)), key=adjusted.__getitem__)
-        predictions.append(Prediction(example.id, example.label, labels[best], dict(zip(labels, adjusted, strict=True))))
+        predictions.append(
+            Prediction(example.id, example.label, labels[best], dict(zip(labels, adjusted, strict=True)))
+        )
     metrics = compute_metrics([p.gold for p in predictions], [p.predicted for p in predictions], labels)
     return EvalResult(
         variant="rules" if include_rules else "no-rules",

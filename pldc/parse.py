@@ -8,8 +8,8 @@ later errors after a broken token are rarely real.
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
 import textwrap
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -152,7 +152,8 @@ def _find_control_character(source: str, path: str) -> Diagnostic | None:
 def _syntax_diagnostic(error: UnexpectedInput, source: str, path: str) -> Diagnostic:
     line, column = error.line or 1, error.column or 1
     if isinstance(error, UnexpectedCharacters):
-        char = source[error.pos_in_stream] if error.pos_in_stream < len(source) else ""
+        position = error.pos_in_stream or 0
+        char = source[position] if position < len(source) else ""
         if char == '"':
             message = "unterminated string"
             code, hint = "E003", 'close the string with " on the same line, or use """ for several lines'
@@ -220,7 +221,9 @@ def _unescape(raw: str, span: Span, offset: int) -> str:
             column = offset + match.start()
             where = Span(path=span.path, line=span.line, column=column, end_line=span.line, end_column=column + 2)
         raise _BuildError(
-            Diagnostic("E004", f"invalid escape sequence '\\{char}' in string", where, hint='use \\\\, \\", \\n, \\t or \\r')
+            Diagnostic(
+                "E004", f"invalid escape sequence '\\{char}' in string", where, hint='use \\\\, \\", \\n, \\t or \\r'
+            )
         )
 
     return _ESCAPE.sub(replace, raw)
@@ -385,7 +388,9 @@ class _Builder(Transformer[Token, Any]):
         for kind, value, span in children[2:]:
             if kind in fields:
                 raise _BuildError(
-                    Diagnostic("E006", f"duplicate '{_FIELD_KEYWORDS[kind]}' in rule {children[0]}", span, hint="keep one")
+                    Diagnostic(
+                        "E006", f"duplicate '{_FIELD_KEYWORDS[kind]}' in rule {children[0]}", span, hint="keep one"
+                    )
                 )
             fields[kind] = value
             spans[kind] = span

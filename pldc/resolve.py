@@ -6,7 +6,7 @@ Every problem is collected, so one run reports all of them. Codes are documented
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from pldc import ast
@@ -84,11 +84,15 @@ class _Resolver:
         self._unique("input", ((i.name, i) for i in task.inputs))
         self._check_spellings(task)
         if not task.inputs:
-            self._error("E112", f"task {task.name.value!r} declares no input", task.name.span, hint="add `input NAME \"...\"`")
+            self._error(
+                "E112", f"task {task.name.value!r} declares no input", task.name.span, hint='add `input NAME "..."`'
+            )
         if len(task.labels) < 2:
             self._error("E112", f"task {task.name.value!r} needs at least two labels", task.name.span)
         if task.default is None:
-            self._error("E106", f"task {task.name.value!r} has no default label", task.name.span, hint="add `default LABEL`")
+            self._error(
+                "E106", f"task {task.name.value!r} has no default label", task.name.span, hint="add `default LABEL`"
+            )
         elif task.default.value not in self.labels:
             self._error(
                 "E106",
@@ -197,7 +201,9 @@ class _Resolver:
                 )
             elif isinstance(assignment.value, ast.Name):
                 if feature.is_bool:
-                    self._error("E105", f"feature {name!r} is bool", assignment.span, hint=f"write `{name}` or `not {name}`")
+                    self._error(
+                        "E105", f"feature {name!r} is bool", assignment.span, hint=f"write `{name}` or `not {name}`"
+                    )
                 else:
                     self._check_value(feature, assignment.value)
         if case.expect is None:
@@ -208,7 +214,7 @@ class _Resolver:
             self._error("E103", f"undefined rule {case.by.value!r}", case.by.span, hint=_choices(self.rules))
 
 
-def _choices(names: dict[str, object]) -> str | None:
+def _choices(names: Mapping[str, object]) -> str | None:
     if not names:
         return None
     listed = sorted(names)

@@ -79,7 +79,9 @@ class Student:
                     [{"role": "system", "content": system_prompt}, {"role": "user", "content": _PLACEHOLDER}]
                 )
             except Exception as error:  # noqa: BLE001 - templates raise arbitrary errors for unknown roles
-                logger.info("chat template of %s rejects a system role (%s); folding it into the user turn", self.name, error)
+                logger.info(
+                    "chat template of %s rejects a system role (%s); folding it into the user turn", self.name, error
+                )
                 fold = True
         if fold:
             rendered = self._render_chat([{"role": "user", "content": f"{system_prompt}\n\n{_PLACEHOLDER}"}])
@@ -222,7 +224,6 @@ class Student:
             scores.append(row_scores)
         return scores
 
-
     def _score_chunk_packed(self, cache: Any, own: list[list[int]], label_ids: list[list[int]]) -> list[list[float]]:
         """Score several examples and all their labels in one packed row over a batch-1 cache.
 
@@ -260,7 +261,9 @@ class Student:
         allowed[:, :prefix] = True
         for start, end, parent_start, parent_end in blocks:
             allowed[start:end, prefix + parent_start : prefix + parent_end] = True
-            allowed[start:end, prefix + start : prefix + end] = torch.tril(torch.ones(end - start, end - start, dtype=torch.bool))
+            allowed[start:end, prefix + start : prefix + end] = torch.tril(
+                torch.ones(end - start, end - start, dtype=torch.bool)
+            )
         dtype = next(self.model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
         needed = sorted({row for per_label in predictors for rows in per_label for row in rows})
@@ -398,7 +401,9 @@ def load_student(reference: str | None = None, batch_size: int = 16, device: str
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as transformers_logging
     except ImportError:
-        raise ModelError("transformers is not installed; install pldc with the 'model' extra: pip install 'pldc[model]'") from None
+        raise ModelError(
+            "transformers is not installed; install pldc with the 'model' extra: pip install 'pldc[model]'"
+        ) from None
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     local = Path(path).is_dir()
@@ -408,7 +413,7 @@ def load_student(reference: str | None = None, batch_size: int = 16, device: str
     except OSError as error:
         where = "folder" if local else "Hugging Face id (looked only in the local cache; no download)"
         raise ModelError(f"cannot load model {reference!r} as a {where}: {error}".splitlines()[0]) from None
-    model.to(device)
+    model = model.to(device)  # type: ignore[arg-type]
     model.eval()
     logger.info("loaded %s (%s, %.1fM parameters)", name, type(model).__name__, _parameters(model) / 1e6)
     return Student(name=name, model=model, tokenizer=tokenizer, batch_size=batch_size)

@@ -19,7 +19,8 @@ KEYWORDS = {
 names = st.from_regex(r"[a-zA-Zéλ_][a-zA-Z0-9_éλ]{0,7}", fullmatch=True).filter(lambda n: n not in KEYWORDS)
 # Any text a .pld string can hold: no control characters but newline and tab (escapes cover \r).
 text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x7f") | st.sampled_from("\n\t\r\"\\{}%#"),
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x7f")
+    | st.sampled_from('\n\t\r"\\{}%#'),
     max_size=40,
 )
 
@@ -65,7 +66,9 @@ def rulesets(draw: st.DrawFn) -> ast.Ruleset:
         description=draw(st.none() | text),
         inputs=tuple(ast.Input(name=_name(n), description=draw(text)) for n in inputs),
         labels=tuple(
-            ast.Label(name=_name(n), description=draw(text), spellings=tuple(draw(st.lists(st.just(n + "_x"), max_size=1))))
+            ast.Label(
+                name=_name(n), description=draw(text), spellings=tuple(draw(st.lists(st.just(n + "_x"), max_size=1)))
+            )
             for n in labels
         ),
         default=_name(labels[0]),

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, ROOT, run_pldc
 from pldc.compile import TemplateFailed, compile_prompt
 from pldc.errors import InputError
 from pldc.parse import parse
 from pldc.pipeline import check_source, load_ruleset
+
+from conftest import FIXTURES, ROOT, run_pldc
 
 SHIPPED = sorted((ROOT / "rulesets").glob("*.pld"))
 
@@ -132,7 +133,9 @@ def test_custom_template_by_path() -> None:
 
 def test_template_errors_exit_cleanly() -> None:
     for name, message in (("syntax_error.j2", "template syntax error"), ("undefined_variable.j2", "is undefined")):
-        result = run_pldc("compile", str(FIXTURES / "valid" / "minimal.pld"), "--template", str(FIXTURES / "templates" / name))
+        result = run_pldc(
+            "compile", str(FIXTURES / "valid" / "minimal.pld"), "--template", str(FIXTURES / "templates" / name)
+        )
         assert result.returncode == 1
         assert message in result.stderr
         assert "Traceback" not in result.stderr

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, ROOT, run_pldc
 from pldc.data import load_dataset
 from pldc.errors import InputError
 from pldc.pipeline import load_ruleset
+
+from conftest import FIXTURES, ROOT, run_pldc
 
 REVIEWS = FIXTURES / "valid" / "minimal.pld"
 
@@ -69,7 +70,10 @@ def test_generic_jsonl_with_field_map() -> None:
 def test_generic_csv_quoted_fields() -> None:
     with pytest.raises(InputError) as error:
         load_dataset(FIXTURES / "data" / "reviews.csv", _task(REVIEWS))
-    assert str(error.value) == f"{FIXTURES / 'data' / 'reviews.csv'}:5: missing field 'label' (the label; set --label-field)"
+    assert (
+        str(error.value)
+        == f"{FIXTURES / 'data' / 'reviews.csv'}:5: missing field 'label' (the label; set --label-field)"
+    )
     dataset = load_dataset(FIXTURES / "data" / "reviews.csv", _task(REVIEWS), limit=2)
     assert dataset.examples[0].inputs["review"] == 'Works well, "great" value'
     assert dataset.examples[1].inputs["review"] == "Two\nline review"
@@ -98,7 +102,16 @@ def test_framing_inputs_must_match_task(data_dir: Path) -> None:
 def test_eval_cli_reports_bad_row_without_traceback() -> None:
     path = FIXTURES / "data" / "reviews_bad_label.jsonl"
     result = run_pldc(
-        "eval", str(REVIEWS), "--data", str(path), "--framing", "jsonl", "--map", "review=body", "--label-field", "sentiment"
+        "eval",
+        str(REVIEWS),
+        "--data",
+        str(path),
+        "--framing",
+        "jsonl",
+        "--map",
+        "review=body",
+        "--label-field",
+        "sentiment",
     )
     assert result.returncode == 3
     assert "Traceback" not in result.stderr

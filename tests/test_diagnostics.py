@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, run_pldc
 from pldc.errors import DiagnosticError
 from pldc.pipeline import check_file
+
+from conftest import FIXTURES, run_pldc
 
 MALFORMED = sorted((FIXTURES / "malformed").glob("*.pld"))
 

@@ -7,10 +7,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FIXTURES, run_pldc
 from pldc import ast
 from pldc.format import format_source
 from pldc.parse import parse
+
+from conftest import FIXTURES, run_pldc
 from rulesets import messy_source, rulesets
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -45,18 +46,21 @@ def test_format_keeps_every_comment(ruleset: ast.Ruleset, seed: int) -> None:
 
 def test_format_canonical_layout(tmp_path: Path) -> None:
     messy = (
-        "pld 1.0\n# lead\ntask t{input x \"X\" label a \"A\"   label b \"B\"\ndefault a}\n"
-        "feature f : bool \"F\"\nrule R1 \"one\" {then b when f   # why\n}\n"
+        'pld 1.0\n# lead\ntask t{input x "X" label a "A"   label b "B"\ndefault a}\n'
+        'feature f : bool "F"\nrule R1 "one" {then b when f   # why\n}\n'
     )
     expected = (
-        "pld 1.0\n\n# lead\ntask t {\n    input x \"X\"\n    label a \"A\"\n    label b \"B\"\n    default a\n}\n\n"
-        "feature f: bool \"F\"\n\nrule R1 \"one\" {  # why\n    when f\n    then b\n}\n"
+        'pld 1.0\n\n# lead\ntask t {\n    input x "X"\n    label a "A"\n    label b "B"\n    default a\n}\n\n'
+        'feature f: bool "F"\n\nrule R1 "one" {  # why\n    when f\n    then b\n}\n'
     )
     assert format_source(parse(messy, "m.pld")) == expected
 
 
 def test_format_multiline_string_round_trip() -> None:
-    source = 'pld 1.0\n\ntask t {\n    description """\n        line one\n          indented\n\n        after blank\n        """\n}\n'
+    source = (
+        'pld 1.0\n\ntask t {\n    description """\n        line one\n          indented\n\n'
+        '        after blank\n        """\n}\n'
+    )
     parsed = parse(source, "m.pld")
     assert parsed.ruleset.task is not None
     assert parsed.ruleset.task.description == "line one\n  indented\n\nafter blank"

@@ -51,7 +51,11 @@ def test_installed_wheel_compiles_outside_checkout(wheel: Path, tmp_path: Path) 
     assert result.stdout == reference.stdout
     # The compiler installs light: no torch and no transformers in the base install.
     probe = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import importlib.util as u; print(u.find_spec('torch'), u.find_spec('transformers'))"],
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.util as u; print(u.find_spec('torch'), u.find_spec('transformers'))",
+        ],
         capture_output=True,
         text=True,
     )

@@ -10,12 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import FIXTURES, ROOT, run_pldc  # noqa: E402
 from pldc.compile import compile_prompt  # noqa: E402
 from pldc.data import Example, load_dataset  # noqa: E402
 from pldc.evaluate import evaluate  # noqa: E402
 from pldc.pipeline import load_ruleset  # noqa: E402
 from pldc.student import Student, load_student  # noqa: E402
+
+from conftest import FIXTURES, ROOT, run_pldc  # noqa: E402
 
 pytestmark = pytest.mark.model
 
@@ -73,7 +74,12 @@ def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _examples() -> list[Example]:
-    texts = ["The chess player was asian.", "The mother was kind.", "Muslims pray five times a day.", "The plumber came."]
+    texts = [
+        "The chess player was asian.",
+        "The mother was kind.",
+        "Muslims pray five times a day.",
+        "The plumber came.",
+    ]
     return [Example(str(i), {"sentence": text}, "race") for i, text in enumerate(texts)]
 
 
