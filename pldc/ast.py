@@ -109,6 +109,13 @@ class Label(Node):
         return tuple(dict.fromkeys((self.name.value, *self.spellings)))
 
 
+class Allowance(Node):
+    """A finding kind accepted on purpose, with the reason: ``allow shadowed "..."``."""
+
+    kind: Name
+    reason: str
+
+
 HitPolicy = Literal["first", "priority"]
 HIT_POLICIES: tuple[str, ...] = ("first", "priority")
 
@@ -122,6 +129,7 @@ class Task(Node):
     labels: tuple[Label, ...] = ()
     default: Name | None = None
     hit: Name | None = None
+    allows: tuple[Allowance, ...] = ()
     field_spans: dict[str, Span] = Field(default_factory=dict, exclude=True, repr=False)
 
     @property
@@ -161,6 +169,7 @@ class Rule(Node):
     confidence: float | None = None
     teacher: str | None = None
     tags: tuple[Name, ...] = ()
+    allows: tuple[Allowance, ...] = ()
     group: str | None = None
     field_spans: dict[str, Span] = Field(default_factory=dict, exclude=True, repr=False)
 

@@ -13,13 +13,23 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pldc import __version__
-from pldc.errors import Diagnostic, DiagnosticError, InputError, PldError
+from pldc.errors import DiagnosticError, InputError, PldError, Severity
+
+if TYPE_CHECKING:
+    from pldc.analysis import AnalysisConfig
 
 logger = logging.getLogger("pldc")
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+class UsageError(PldError):
+    """An invalid combination of command-line options."""
+
+    exit_code = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="parse, resolve and run the cases of .pld files")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE")
     check.add_argument("--format", choices=("text", "json"), default="text", help="diagnostic output format")
+    check.add_argument("--strict", action="store_true", help="treat analysis warnings as errors")
+    check.add_argument("--deny", action="append", default=[], metavar="KIND", help="make a finding kind an error")
+    check.add_argument("--warn", action="append", default=[], metavar="KIND", help="make a finding kind a warning")
+    check.add_argument("--allow", action="append", default=[], metavar="KIND", help="do not report a finding kind")
+    check.add_argument("--no-analysis", action="store_true", help="skip conflict, redundancy and gap analysis")
     check.set_defaults(handler=_run_check)
 
     fmt = commands.add_parser("fmt", help="rewrite .pld files in the canonical layout")
@@ -79,52 +94,87 @@ def build_parser() -> argparse.ArgumentParser:
     from pldc.eval_cli import add_eval_commands
 
     add_eval_commands(commands)
+
+    from pldc.workflow_cli import add_workflow_commands
+
+    add_workflow_commands(commands)
     return parser
 
 
 # ---- check ---------------------------------------------------------------
 
 
+def _analysis_config(args: argparse.Namespace) -> AnalysisConfig:
+    from pldc.analysis import AnalysisConfig
+
+    config = AnalysisConfig(strict=args.strict)
+    try:
+        config.set_level(args.warn, "warning")
+        config.set_level(args.deny, "error")
+        config.set_level(args.allow, "off")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return config
+
+
 def _run_check(args: argparse.Namespace) -> int:
+    from pldc.analysis import analyze
     from pldc.parse import read_source
     from pldc.pipeline import check_source
 
+    config = _analysis_config(args)
     results: list[dict[str, object]] = []
     failed = 0
+    io_errors = 0
     for path in args.files:
         name = str(path)
         try:
             source = read_source(path)
         except InputError as error:
-            diagnostics: list[Diagnostic] = []
             results.append({"path": name, "ok": False, "io_error": str(error), "diagnostics": []})
             print(f"pldc: error: {error}", file=sys.stderr)
-            failed += 1
+            io_errors += 1
             continue
+        report: dict[str, object] = {"path": name}
         try:
             checked = check_source(source, name)
             diagnostics = checked.diagnostics
-            summary = {"rules": len(checked.ruleset.rules), "cases": len(checked.ruleset.cases)}
+            report.update(rules=len(checked.ruleset.rules), cases=len(checked.ruleset.cases))
         except DiagnosticError as error:
             diagnostics = error.diagnostics
-            summary = {}
-        if diagnostics:
-            failed += 1
-        results.append(
-            {"path": name, "ok": not diagnostics, **summary, "diagnostics": [d.to_json() for d in diagnostics]}
-        )
+            checked = None
+        findings = []
+        if checked is not None and not diagnostics and not args.no_analysis:
+            analysis = analyze(checked.ruleset, checked.ordered, checked.priorities, config)
+            findings = analysis.diagnostics()
+            report["findings"] = [f.to_json(level) for f, level in analysis.findings]
+            report["allowed"] = [f.to_json("allowed", reason) for f, reason in analysis.allowed]
+            report["order"] = [r.id.value for r in checked.ordered]
+        has_errors = bool(diagnostics) or any(d.severity == Severity.ERROR for d in findings)
+        failed += has_errors
+        report["ok"] = not has_errors
+        report["diagnostics"] = [d.to_json() for d in diagnostics]
+        results.append(report)
         if args.format == "text":
-            for diagnostic in diagnostics:
+            for diagnostic in [*diagnostics, *findings]:
                 print(diagnostic.render(source), file=sys.stderr)
-            if not diagnostics:
-                print(f"{name}: ok ({summary['rules']} rules, {summary['cases']} cases passed)")
+            if not has_errors and checked is not None:
+                notes = _count(len(findings), "finding")
+                allowed = _count(len(report.get("allowed", [])), "allowed finding")  # type: ignore[arg-type]
+                print(f"{name}: ok ({len(checked.ruleset.rules)} rules, {len(checked.ruleset.cases)} cases passed{notes}{allowed})")
     if args.format == "json":
-        print(json.dumps({"files": results, "ok": failed == 0}, indent=2, ensure_ascii=False))
+        print(json.dumps({"files": results, "ok": failed == 0 and io_errors == 0}, indent=2, ensure_ascii=False))
     elif failed > 1:
         print(f"pldc: {failed} of {len(args.files)} files have errors", file=sys.stderr)
-    if any("io_error" in r for r in results):
+    if io_errors:
         return EXIT_INPUT
     return EXIT_ERRORS if failed else EXIT_OK
+
+
+def _count(number: int, noun: str) -> str:
+    if not number:
+        return ""
+    return f", {number} {noun}" + ("" if number == 1 else "s")
 
 
 # ---- fmt -----------------------------------------------------------------

@@ -170,6 +170,8 @@ class _Printer:
             entries.append((task.field_spans.get("default", task.default.span), f"default {task.default.value}"))
         if task.hit is not None:
             entries.append((task.field_spans.get("hit", task.hit.span), f"hit {task.hit.value}"))
+        for allowance in task.allows:
+            entries.append((allowance.span, _allow(allowance, self.indent)))
         for span, text in entries:
             self.emit(text, span)
         self.close(task.span)
@@ -212,6 +214,8 @@ class _Printer:
             fields.append((spans.get("teacher", Span()), f"teacher {quote(rule.teacher, indent)}"))
         if rule.tags:
             fields.append((spans.get("tags", Span()), f"tags {names(rule.tags)}"))
+        for allowance in rule.allows:
+            fields.append((allowance.span, _allow(allowance, indent)))
         for span, text in fields:
             self.emit(text, span)
         self.close(rule.span)
@@ -225,6 +229,10 @@ class _Printer:
             by = f" by {case.by.value}" if case.by is not None else ""
             self.emit(f"expect {case.expect.value}{by}", case.expect.span)
         self.close(case.span)
+
+
+def _allow(allowance: ast.Allowance, indent: str) -> str:
+    return f"allow {allowance.kind.value} {quote(allowance.reason, indent)}"
 
 
 def _assignment(assignment: ast.Assignment) -> str:

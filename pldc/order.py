@@ -1,7 +1,8 @@
 """Order the rules of a ruleset for compilation.
 
-A rule comes before every rule it ``overrides``; otherwise higher priority comes first and file
-order breaks ties. A rule's *effective* priority is the highest priority among itself and the
+A rule comes before every rule it ``overrides``; otherwise higher priority comes first, then
+specificity (of two rules with equal priority, one whose condition strictly implies the other's
+comes first), and file order breaks the remaining ties. A rule's *effective* priority is the highest priority among itself and the
 rules it overrides, directly or through others, so overriding a rule lifts the overriding rule
 to at least that rule's place; the compiled order therefore never lists a lower effective
 priority before a higher one. The constraints form a directed graph, so a cycle of
@@ -58,6 +59,7 @@ def order_rules(ruleset: ast.Ruleset) -> Ordering:
         return Ordering(list(rules), {r.id.value: r.effective_priority for r in rules}, errors)
 
     effective = effective_priorities(rules, graph)
+    _add_specificity(ruleset, rules, graph, effective)
 
     def key(rule_id: str) -> tuple[int, int]:
         return (-effective[rule_id], index[rule_id])
@@ -74,3 +76,49 @@ def effective_priorities(rules: tuple[ast.Rule, ...], graph: nx.DiGraph[str]) ->
     for rule_id in reversed(list(nx.topological_sort(graph))):
         effective[rule_id] = max([own[rule_id], *(effective[t] for t in graph.successors(rule_id))])
     return effective
+
+
+def _add_specificity(
+    ruleset: ast.Ruleset, rules: tuple[ast.Rule, ...], graph: nx.DiGraph[str], effective: dict[str, int]
+) -> None:
+    """Add an edge from each rule to every equal-priority rule its condition strictly implies."""
+    from pldc.analysis.index import OverlapIndex
+    from pldc.analysis.logic import domains_of, implies
+
+    usable = [r for r in rules if r.condition is not None]
+    domains = domains_of(ruleset)
+    if any(name not in domains for r in usable for name in _features(r)):
+        return  # undefined features are reported by resolve; ordering them is meaningless
+    index = OverlapIndex(usable, {f.name.value for f in ruleset.features if not f.is_bool})
+    overrides = graph.copy()
+    added: list[tuple[str, str]] = []
+    for i, j in index.pairs():
+        first, second = usable[i], usable[j]
+        a, b = first.id.value, second.id.value
+        if effective[a] != effective[b]:
+            continue
+        assert first.condition is not None and second.condition is not None
+        forward = implies(first.condition, second.condition, domains)
+        backward = implies(second.condition, first.condition, domains)
+        if forward == backward:
+            continue
+        narrow, wide = (a, b) if forward else (b, a)
+        if not nx.has_path(overrides, wide, narrow):
+            graph.add_edge(narrow, wide)
+            added.append((narrow, wide))
+    # Overrides and specificity together can close a cycle; specificity then gives way.
+    while added and not nx.is_directed_acyclic_graph(graph):
+        cycle = nx.find_cycle(graph)
+        for edge in cycle:
+            if (edge[0], edge[1]) in added:
+                graph.remove_edge(edge[0], edge[1])
+                added.remove((edge[0], edge[1]))
+                break
+        else:
+            break
+
+
+def _features(rule: ast.Rule) -> set[str]:
+    from pldc.analysis.logic import features_of
+
+    return features_of(rule.condition) if rule.condition is not None else set()

@@ -305,10 +305,10 @@ class _Builder(Transformer[Token, Any]):
 
     @v_args(meta=True)
     def task(self, meta: Any, children: list[Any]) -> ast.Task:
-        fields: dict[str, Any] = {"inputs": [], "labels": []}
+        fields: dict[str, Any] = {"inputs": [], "labels": [], "allows": []}
         spans: dict[str, Span] = {}
         for kind, value, span in children[1:]:
-            if kind in ("inputs", "labels"):
+            if kind in ("inputs", "labels", "allows"):
                 fields[kind].append(value)
                 continue
             if kind in fields:
@@ -318,6 +318,7 @@ class _Builder(Transformer[Token, Any]):
         fields["field_spans"] = spans
         fields["inputs"] = tuple(fields["inputs"])
         fields["labels"] = tuple(fields["labels"])
+        fields["allows"] = tuple(fields["allows"])
         return ast.Task(name=self._name(children[0]), span=self._span(meta), **fields)
 
     @v_args(meta=True)
@@ -385,7 +386,11 @@ class _Builder(Transformer[Token, Any]):
     def rule(self, meta: Any, children: list[Any]) -> ast.Rule:
         fields: dict[str, Any] = {}
         spans: dict[str, Span] = {}
+        allows: list[ast.Allowance] = []
         for kind, value, span in children[2:]:
+            if kind == "allows":
+                allows.append(value)
+                continue
             if kind in fields:
                 raise _BuildError(
                     Diagnostic(
@@ -395,6 +400,7 @@ class _Builder(Transformer[Token, Any]):
             fields[kind] = value
             spans[kind] = span
         fields["field_spans"] = spans
+        fields["allows"] = tuple(allows)
         return ast.Rule(id=self._name(children[0]), title=self._string(children[1]), span=self._span(meta), **fields)
 
     @v_args(meta=True)
@@ -442,6 +448,12 @@ class _Builder(Transformer[Token, Any]):
     @v_args(meta=True)
     def tags(self, meta: Any, children: list[Any]) -> tuple[str, tuple[ast.Name, ...], Span]:
         return "tags", tuple(children[0]), self._span(meta)
+
+    @v_args(meta=True)
+    def allow(self, meta: Any, children: list[Token]) -> tuple[str, ast.Allowance, Span]:
+        span = self._span(meta)
+        node = ast.Allowance(kind=self._name(children[0]), reason=self._string(children[1]), span=span)
+        return "allows", node, span
 
     # -- conditions -------------------------------------------------------
 

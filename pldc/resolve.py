@@ -80,6 +80,7 @@ class _Resolver:
         for extra in tasks[1:]:
             self._error("E107", "only one task block is allowed per file", extra.name.span)
         task = tasks[0]
+        self._check_allows(task.allows)
         self.labels = self._unique("label", ((label.name, label) for label in task.labels))
         self._unique("input", ((i.name, i) for i in task.inputs))
         self._check_spellings(task)
@@ -132,11 +133,26 @@ class _Resolver:
             self._error("E108", f"rule {rule.id.value} has no 'then' label", rule.id.span)
         else:
             self._check_label(rule.label)
+        self._check_allows(rule.allows)
         for target in rule.overrides:
             if target.value == rule.id.value:
                 self._error("E110", f"rule {rule.id.value} overrides itself", target.span)
             elif target.value not in self.rules:
                 self._error("E103", f"undefined rule {target.value!r}", target.span, hint=_choices(self.rules))
+
+    def _check_allows(self, allows: tuple[ast.Allowance, ...]) -> None:
+        from pldc.analysis.findings import KINDS
+
+        for allowance in allows:
+            if allowance.kind.value not in KINDS:
+                self._error(
+                    "E113",
+                    f"unknown finding kind {allowance.kind.value!r} in 'allow'",
+                    allowance.kind.span,
+                    hint="kinds: " + ", ".join(KINDS),
+                )
+            if not allowance.reason.strip():
+                self._error("E113", "an 'allow' needs a reason", allowance.span, hint='write why: allow KIND "reason"')
 
     def _check_label(self, label: ast.Name) -> None:
         if self.labels and label.value not in self.labels:

@@ -93,7 +93,7 @@ def test_sourcemap_json_lists_order_and_spans() -> None:
     assert payload["order"] == ["P1"]
     rule_regions = [r for r in payload["regions"] if r["kind"] == "rule"]
     assert rule_regions[0]["rule"] == "P1"
-    assert rule_regions[0]["span"]["line"] == 16
+    assert rule_regions[0]["span"]["line"] == 17
     assert [r["kind"] for r in payload["regions"]] == ["task", "features", "rule", "policy", "output"]
 
 

@@ -87,4 +87,4 @@ def test_invalid_utf8_is_input_error(tmp_path: Path) -> None:
 def test_valid_fixture_checks_clean() -> None:
     result = run_pldc("check", str(FIXTURES / "valid" / "minimal.pld"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("ok (1 rules, 1 cases passed)")
+    assert result.stdout.strip().endswith("ok (1 rules, 1 cases passed, 1 allowed finding)")

@@ -1,0 +1,197 @@
+"""The analysis passes, each a function from a checked ruleset to findings, run in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import networkx as nx
+
+from pldc import ast
+from pldc.analysis.findings import Finding
+from pldc.analysis.index import OverlapIndex
+from pldc.analysis.logic import Value, conj, disj, domains_of, implies, neg, solve
+
+
+@dataclass
+class Context:
+    """What every pass needs: the rules in compiled order, their index and the feature domains."""
+
+    ruleset: ast.Ruleset
+    ordered: list[ast.Rule]
+    priorities: dict[str, int]
+    domains: dict[str, list[Value]]
+    index: OverlapIndex
+    overrides: nx.DiGraph[str]
+
+    @classmethod
+    def build(cls, ruleset: ast.Ruleset, ordered: list[ast.Rule], priorities: dict[str, int]) -> Context:
+        one_of = {f.name.value for f in ruleset.features if not f.is_bool}
+        graph: nx.DiGraph[str] = nx.DiGraph()
+        graph.add_nodes_from(r.id.value for r in ruleset.rules)
+        graph.add_edges_from((r.id.value, t.value) for r in ruleset.rules for t in r.overrides)
+        return cls(ruleset, ordered, priorities, domains_of(ruleset), OverlapIndex(ordered, one_of), graph)
+
+    def position(self, rule: ast.Rule) -> int:
+        return self.index.rules.index(rule)
+
+
+def _pair_overlaps(context: Context) -> list[tuple[ast.Rule, ast.Rule, dict[str, Value]]]:
+    """Pairs of rules (earlier, later in compiled order) that can fire together, with a witness."""
+    found = []
+    rules = context.index.rules
+    for i, j in context.index.pairs():
+        first, second = rules[i], rules[j]
+        assert first.condition is not None and second.condition is not None
+        witness = solve(conj(first.condition, second.condition), context.domains)
+        if witness is not None:
+            found.append((first, second, witness))
+    return found
+
+
+def find_conflicts(context: Context) -> list[Finding]:
+    """Overlapping rules with different labels whose precedence is not stated.
+
+    Precedence is stated by ``overrides`` (directly or through other rules) or by different
+    effective priorities. Under ``hit priority`` an unstated precedence is a conflict; under
+    ``hit first`` file order decides, which is reported as order-dependent.
+    """
+    task = context.ruleset.task
+    policy = task.hit_policy if task else "first"
+    findings = []
+    for first, second, witness in _pair_overlaps(context):
+        assert first.label is not None and second.label is not None
+        if first.label.value == second.label.value:
+            continue
+        a, b = first.id.value, second.id.value
+        if context.priorities[a] != context.priorities[b]:
+            continue
+        if nx.has_path(context.overrides, a, b) or nx.has_path(context.overrides, b, a):
+            continue
+        if policy == "priority":
+            kind = "conflict"
+            message = (
+                f"rules {a} ({first.label.value}) and {b} ({second.label.value}) can both apply "
+                f"with equal priority {context.priorities[a]}"
+            )
+        else:
+            kind = "order-dependent"
+            message = (
+                f"rules {a} ({first.label.value}) and {b} ({second.label.value}) can both apply; "
+                f"nothing but rule order makes {a} win"
+            )
+        hint = f"add `overrides {b}` to {a} (or the reverse), give one a higher priority, or narrow a condition"
+        findings.append(Finding(kind, message, (a, b), (first.span, second.span), hint, witness))
+    return findings
+
+
+def find_redundant(context: Context) -> list[Finding]:
+    """Rules with the same label where one condition implies the other."""
+    findings = []
+    rules = context.index.rules
+    for i, j in context.index.pairs():
+        first, second = rules[i], rules[j]
+        assert first.condition is not None and second.condition is not None
+        assert first.label is not None and second.label is not None
+        if first.label.value != second.label.value:
+            continue
+        forward = implies(first.condition, second.condition, context.domains)
+        backward = implies(second.condition, first.condition, context.domains)
+        a, b = first.id.value, second.id.value
+        if forward and backward:
+            message = f"rules {a} and {b} have equivalent conditions and the same label {first.label.value}"
+            findings.append(
+                Finding("duplicate", message, (b, a), (second.span, first.span), f"remove {b} or merge it into {a}")
+            )
+        elif forward or backward:
+            narrow, wide = (first, second) if forward else (second, first)
+            message = (
+                f"rule {narrow.id.value} is subsumed by {wide.id.value}: its condition implies "
+                f"{wide.id.value}'s and both conclude {first.label.value}"
+            )
+            hint = f"remove {narrow.id.value}, or merge its provenance into {wide.id.value}"
+            witness = solve(narrow.condition, context.domains)  # type: ignore[arg-type]
+            findings.append(
+                Finding("subsumed", message, (narrow.id.value, wide.id.value), (narrow.span, wide.span), hint, witness)
+            )
+    return findings
+
+
+def find_shadowed(context: Context) -> list[Finding]:
+    """Rules that never decide, because rules ordered before them cover their whole condition."""
+    findings = []
+    rules = context.index.rules
+    for position, rule in enumerate(rules):
+        assert rule.condition is not None
+        earlier = [rules[j] for j in context.index.candidates(position) if j < position]
+        if not earlier or solve(rule.condition, context.domains) is None:
+            continue
+        cover = disj(*(r.condition for r in earlier if r.condition is not None))
+        if solve(conj(rule.condition, neg(cover)), context.domains) is not None:
+            continue
+        # Name only the earlier rules that actually overlap this one.
+        covering = [r for r in earlier if solve(conj(rule.condition, r.condition), context.domains) is not None]  # type: ignore[arg-type]
+        names = ", ".join(r.id.value for r in covering)
+        message = f"rule {rule.id.value} never decides: rules before it ({names}) cover its whole condition"
+        witness = solve(rule.condition, context.domains)
+        hint = f"move {rule.id.value} earlier with `overrides` or a higher priority, or remove it"
+        findings.append(
+            Finding(
+                "shadowed",
+                message,
+                (rule.id.value, *(r.id.value for r in covering)),
+                (rule.span, *(r.span for r in covering)),
+                hint,
+                witness,
+            )
+        )
+    return findings
+
+
+def find_gaps(context: Context) -> list[Finding]:
+    """A feature assignment under which no rule applies, so the default label decides."""
+    task = context.ruleset.task
+    conditions = [r.condition for r in context.ordered if r.condition is not None]
+    if not conditions or task is None:
+        return []
+    witness = solve(neg(disj(*conditions)), context.domains)
+    if witness is None:
+        return []
+    default = task.default.value if task.default else "?"
+    message = f"some inputs match no rule, so the default label {default} applies"
+    hint = "add rules for the region, or accept it (`--allow gap`)"
+    return [Finding("gap", message, (), (task.span,), hint, witness)]
+
+
+def find_unused(context: Context) -> list[Finding]:
+    """Features no rule tests and labels that no rule concludes and that are not the default."""
+    from pldc.analysis.logic import features_of
+
+    findings = []
+    tested = set().union(*(features_of(r.condition) for r in context.ordered if r.condition is not None))
+    for feature in context.ruleset.features:
+        if feature.name.value not in tested:
+            message = f"feature {feature.name.value!r} is not tested by any rule"
+            findings.append(
+                Finding("unused-feature", message, (), (feature.name.span,), "remove it or use it in a rule")
+            )
+    task = context.ruleset.task
+    if task is not None:
+        concluded = {r.label.value for r in context.ordered if r.label is not None}
+        default = task.default.value if task.default else None
+        for label in task.labels:
+            if label.name.value not in concluded and label.name.value != default:
+                message = f"label {label.name.value!r} is concluded by no rule and is not the default"
+                findings.append(
+                    Finding("unused-label", message, (), (label.name.span,), "add a rule that concludes it")
+                )
+    return findings
+
+
+PASSES: tuple[Callable[[Context], list[Finding]], ...] = (
+    find_conflicts,
+    find_redundant,
+    find_shadowed,
+    find_gaps,
+    find_unused,
+)
