@@ -19,6 +19,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "gap": ("A006", "info"),
     "unused-feature": ("A007", "warning"),
     "unused-label": ("A008", "warning"),
+    "unsatisfiable": ("A009", "warning"),
 }
 LEVELS = ("off", "info", "warning", "error")
 
@@ -37,6 +38,7 @@ class Finding:
     spans: tuple[Span, ...]
     hint: str
     witness: dict[str, Value] | None = None
+    subject: str | None = None
 
     @property
     def code(self) -> str:
@@ -49,6 +51,7 @@ class Finding:
             "severity": severity,
             "message": self.message,
             "rules": list(self.rules),
+            "subject": self.subject,
             "spans": [s.model_dump() for s in self.spans],
             "witness": self.witness,
             "hint": self.hint,

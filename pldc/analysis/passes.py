@@ -123,8 +123,13 @@ def find_shadowed(context: Context) -> list[Finding]:
     rules = context.index.rules
     for position, rule in enumerate(rules):
         assert rule.condition is not None
+        if solve(rule.condition, context.domains) is None:
+            message = f"rule {rule.id.value} can never apply: its condition is unsatisfiable"
+            hint = "fix the condition; a one-of feature takes one value and `x and not x` never holds"
+            findings.append(Finding("unsatisfiable", message, (rule.id.value,), (rule.span,), hint))
+            continue
         earlier = [rules[j] for j in context.index.candidates(position) if j < position]
-        if not earlier or solve(rule.condition, context.domains) is None:
+        if not earlier:
             continue
         cover = disj(*(r.condition for r in earlier if r.condition is not None))
         if solve(conj(rule.condition, neg(cover)), context.domains) is not None:
@@ -160,7 +165,7 @@ def find_gaps(context: Context) -> list[Finding]:
     default = task.default.value if task.default else "?"
     message = f"some inputs match no rule, so the default label {default} applies"
     hint = "add rules for the region, or accept it (`--allow gap`)"
-    return [Finding("gap", message, (), (task.span,), hint, witness)]
+    return [Finding("gap", message, (), (task.span,), hint, witness, subject=default)]
 
 
 def find_unused(context: Context) -> list[Finding]:
