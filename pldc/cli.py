@@ -161,7 +161,8 @@ def _run_check(args: argparse.Namespace) -> int:
             if not has_errors and checked is not None:
                 notes = _count(len(findings), "finding")
                 allowed = _count(len(report.get("allowed", [])), "allowed finding")  # type: ignore[arg-type]
-                print(f"{name}: ok ({len(checked.ruleset.rules)} rules, {len(checked.ruleset.cases)} cases passed{notes}{allowed})")
+                counts = f"{len(checked.ruleset.rules)} rules, {len(checked.ruleset.cases)} cases passed"
+                print(f"{name}: ok ({counts}{notes}{allowed})")
     if args.format == "json":
         print(json.dumps({"files": results, "ok": failed == 0 and io_errors == 0}, indent=2, ensure_ascii=False))
     elif failed > 1:
