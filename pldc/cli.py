@@ -186,9 +186,20 @@ def _run_fmt(args: argparse.Namespace) -> int:
     from pldc.parse import parse, read_source
 
     unformatted = 0
+    failed = 0
     for path in args.files:
-        source = read_source(path)
-        formatted = format_source(parse(source, str(path)))
+        try:
+            source = read_source(path)
+            parsed = parse(source, str(path))
+            if parsed.diagnostics:
+                # Formatting would drop what the errors point at (a repeated field), so refuse.
+                raise DiagnosticError(list(parsed.diagnostics), {str(path): source})
+        except (DiagnosticError, InputError) as error:
+            message = error.render() if isinstance(error, DiagnosticError) else f"pldc: error: {error}"
+            print(message, file=sys.stderr)
+            failed += 1
+            continue
+        formatted = format_source(parsed)
         if args.stdout:
             sys.stdout.write(formatted)
         elif source != formatted:
@@ -196,9 +207,49 @@ def _run_fmt(args: argparse.Namespace) -> int:
             if args.check:
                 print(f"{path}: not formatted; run `pldc fmt {path}`", file=sys.stderr)
             else:
-                path.write_text(formatted, encoding="utf-8")
+                write_text(path, formatted)
                 logger.info("formatted %s", path)
+    if failed:
+        return EXIT_ERRORS
     return EXIT_ERRORS if args.check and unformatted else EXIT_OK
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write an output file, turning OS errors into a one-line :class:`InputError`."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; give a file path") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: directory {path.parent} does not exist") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot write: {error.strerror}") from None
+
+
+def read_text(path: Path) -> str:
+    """Read a UTF-8 text file, turning OS and decoding errors into a one-line :class:`InputError`."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; give a file path") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not valid UTF-8 at byte {error.start}") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def _compile_options(args: argparse.Namespace) -> list[str]:
+    """The options that change the output, as they would be typed."""
+    options = []
+    if args.template != "default":
+        options.append(f"--template {args.template}")
+    if args.format != "text":
+        options.append(f"--format {args.format}")
+    if args.no_rules:
+        options.append("--no-rules")
+    return options
 
 
 # ---- compile -------------------------------------------------------------
@@ -212,16 +263,14 @@ def _run_compile(args: argparse.Namespace) -> int:
     prompt = compile_prompt(checked.ruleset, checked.ordered, args.template, include_rules=not args.no_rules)
     output = prompt.render(args.format)
     if args.check is not None:
-        try:
-            current = args.check.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"{args.check}: file not found") from None
+        current = read_text(args.check)
         if current != output:
-            print(f"{args.check}: out of date; run `pldc compile {args.file} -o {args.check}`", file=sys.stderr)
+            command = " ".join(["pldc compile", str(args.file), *_compile_options(args), "-o", str(args.check)])
+            print(f"{args.check}: out of date; run `{command}`", file=sys.stderr)
             return EXIT_ERRORS
         return EXIT_OK
     if args.output is not None:
-        args.output.write_text(output, encoding="utf-8")
+        write_text(args.output, output)
     else:
         sys.stdout.write(output)
     return EXIT_OK

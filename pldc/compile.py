@@ -98,6 +98,8 @@ def load_template(name_or_path: str) -> jinja2.Template:
             raise InputError(f"unknown template {name_or_path!r}; shipped templates: {', '.join(shipped)}")
     try:
         return template_environment(directory).get_template(filename)
+    except UnicodeDecodeError as error:
+        raise TemplateFailed(f"{candidate}: template is not valid UTF-8 at byte {error.start}") from None
     except jinja2.TemplateSyntaxError as error:
         raise TemplateFailed(
             f"{error.filename or filename}:{error.lineno}: template syntax error: {error.message}"
@@ -128,8 +130,10 @@ def compile_prompt(
         raise TemplateFailed(f"template {template!r}: {error.message}") from None
     except jinja2.TemplateError as error:
         raise TemplateFailed(f"template {template!r}: {error}") from None
-    except (TypeError, ValueError, AttributeError) as error:
-        raise TemplateFailed(f"template {template!r} failed: {error}") from None
+    except RecursionError:
+        raise TemplateFailed(f"template {template!r} recurses without end (an include of itself?)") from None
+    except Exception as error:  # noqa: BLE001 - a user template can raise anything; report it on one line
+        raise TemplateFailed(f"template {template!r} failed: {type(error).__name__}: {error}") from None
     text, regions = _extract_regions(raw, {r.id.value: r for r in rules})
     return CompiledPrompt(text=text, regions=tuple(regions), order=tuple(r.id.value for r in rules), template=template)
 

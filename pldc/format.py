@@ -7,6 +7,7 @@ line they preceded, or trail the line they were on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from lark import Token
@@ -16,6 +17,9 @@ from pldc.errors import Span
 from pldc.parse import Comment, ParseResult, decode_string
 
 INDENT = "    "
+# The grammar's triple-quoted string, and a quote that would start a run of three.
+_LONG_STRING = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""', re.DOTALL)
+_QUOTE_RUN = re.compile(r'"(?="")')
 
 _OR, _AND, _NOT = 1, 2, 3
 
@@ -43,11 +47,12 @@ def format_condition(condition: ast.Condition, parent: int = 0) -> str:
 def quote(value: str, indent: str = "") -> str:
     """Write a string literal: triple-quoted for multi-line text when that round-trips."""
     if "\n" in value and "\r" not in value:
-        body = value.replace("\\", "\\\\").replace('"""', '\\"""')
+        body = _QUOTE_RUN.sub('\\\\"', value.replace("\\", "\\\\"))
         inner = indent + INDENT
         lines = [(inner + line) if line else "" for line in body.split("\n")]
         literal = '"""\n' + "\n".join(lines) + "\n" + inner + '"""'
-        if decode_string(Token("LONG_STRING", literal), Span()) == value:
+        # The literal must lex as one string and decode back to the value, or a plain one is used.
+        if _LONG_STRING.fullmatch(literal) and decode_string(Token("LONG_STRING", literal)) == value:
             return literal
     escaped = (
         value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")

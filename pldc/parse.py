@@ -23,6 +23,11 @@ from pldc.errors import Diagnostic, DiagnosticError, InputError, Span
 from pldc.resources import resource_dir
 
 SUPPORTED_VERSIONS = ("1", "1.0")
+KEYWORDS = frozenset(
+    "pld meta task description input label spelled default hit feature bool one of group rule when then "
+    "because priority overrides examples support confidence teacher tags allow not and or is case given "
+    "expect by".split()
+)
 
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
@@ -63,6 +68,8 @@ class ParseResult:
     ruleset: ast.Ruleset
     comments: tuple[Comment, ...]
     source: str
+    # Errors found while building the tree (bad escapes, repeated fields, ranges).
+    diagnostics: tuple[Diagnostic, ...] = ()
 
 
 # Comments of the parse in progress; Lark calls the lexer callback for each one.
@@ -83,6 +90,8 @@ def _parser() -> Lark:
         propagate_positions=True,
         maybe_placeholders=False,
         lexer_callbacks={"COMMENT": _keep_comment},
+        # The `regex` module knows Unicode categories, so names may use any script's letters and marks.
+        regex=True,
     )
 
 
@@ -90,7 +99,8 @@ def read_source(path: str | Path) -> str:
     """Read a ``.pld`` file as UTF-8, raising :class:`InputError` with a clear message."""
     file = Path(path)
     try:
-        return file.read_text(encoding="utf-8")
+        # A byte order mark, as some Windows editors write, is not part of the text.
+        return file.read_text(encoding="utf-8").removeprefix("\ufeff")
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -111,16 +121,42 @@ def parse(source: str, path: str = "<string>") -> ParseResult:
     bad = _find_control_character(source, path)
     if bad is not None:
         raise DiagnosticError([bad], {path: source})
+    builder = _Builder(path)
     try:
         tree = _parse_tree(source, comments)
-        ruleset = _Builder(path).transform(tree)
+        ruleset = builder.transform(tree)
     except UnexpectedInput as error:
         raise DiagnosticError([_syntax_diagnostic(error, source, path)], {path: source}) from None
     except VisitError as error:
         if isinstance(error.orig_exc, _BuildError):
             raise DiagnosticError([error.orig_exc.diagnostic], {path: source}) from None
+        if isinstance(error.orig_exc, RecursionError):
+            raise DiagnosticError([_too_deep(source, path)], {path: source}) from None
         raise
-    return ParseResult(ruleset, tuple(comments), source)
+    except RecursionError:
+        raise DiagnosticError([_too_deep(source, path)], {path: source}) from None
+    return ParseResult(ruleset, tuple(comments), source, tuple(builder.errors))
+
+
+MAX_DEPTH = 100
+
+
+def _too_deep(source: str, path: str) -> Diagnostic:
+    """Locate the first place where parentheses or ``not`` nest deeper than :data:`MAX_DEPTH`."""
+    depth = 0
+    line, column = 1, 1
+    for number, text in enumerate(source.split("\n"), 1):
+        for position, char in enumerate(text, 1):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth > MAX_DEPTH:
+                line, column = number, position
+                break
+        else:
+            continue
+        break
+    span = Span(path=path, line=line, column=column, end_line=line, end_column=column + 1)
+    message = f"condition nested too deeply (more than {MAX_DEPTH} levels)"
+    return Diagnostic("E008", message, span, hint="split the condition into features or several rules")
 
 
 def _parse_tree(source: str, comments: list[Comment]) -> Tree[Token]:
@@ -209,27 +245,29 @@ class _BuildError(Exception):
         self.diagnostic = diagnostic
 
 
-def _unescape(raw: str, span: Span, offset: int) -> str:
-    """Replace escape sequences; ``offset`` is the column of ``raw[0]`` when on one line."""
+def _unescape(raw: str) -> str:
+    """Replace the escape sequences of a string body; an invalid one is kept as written."""
+    return _ESCAPE.sub(lambda match: _ESCAPES.get(match.group(1), match.group(0)), raw)
 
-    def replace(match: re.Match[str]) -> str:
+
+def escape_errors(token: Token, span: Span) -> list[Diagnostic]:
+    """Diagnose invalid escape sequences, located in the string token as written."""
+    text = str(token)
+    errors = []
+    for match in _ESCAPE.finditer(text):
         char = match.group(1)
         if char in _ESCAPES:
-            return _ESCAPES[char]
-        where = span
-        if span.line == span.end_line and "\n" not in raw[: match.start()]:
-            column = offset + match.start()
-            where = Span(path=span.path, line=span.line, column=column, end_line=span.line, end_column=column + 2)
-        raise _BuildError(
-            Diagnostic(
-                "E004", f"invalid escape sequence '\\{char}' in string", where, hint='use \\\\, \\", \\n, \\t or \\r'
-            )
-        )
-
-    return _ESCAPE.sub(replace, raw)
+            continue
+        before = text[: match.start()]
+        line = span.line + before.count("\n")
+        column = span.column + match.start() if "\n" not in before else match.start() - before.rfind("\n")
+        where = Span(path=span.path, line=line, column=column, end_line=line, end_column=column + 2)
+        hint = 'use \\\\, \\", \\n, \\t or \\r'
+        errors.append(Diagnostic("E004", f"invalid escape sequence '\\{char}' in string", where, hint=hint))
+    return errors
 
 
-def decode_string(token: Token, span: Span) -> str:
+def decode_string(token: Token) -> str:
     """Return the value of a ``"..."`` or ``\"\"\"...\"\"\"`` string token."""
     text = str(token)
     if token.type == "LONG_STRING":
@@ -239,8 +277,8 @@ def decode_string(token: Token, span: Span) -> str:
         lines = body.split("\n")
         if lines and not lines[-1].strip():
             lines = lines[:-1]
-        return _unescape(textwrap.dedent("\n".join(lines)), span, 0)
-    return _unescape(text[1:-1], span, span.column + 1)
+        return _unescape(textwrap.dedent("\n".join(lines)))
+    return _unescape(text[1:-1])
 
 
 class _Builder(Transformer[Token, Any]):
@@ -249,6 +287,8 @@ class _Builder(Transformer[Token, Any]):
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
+        # Errors that leave the tree usable; they are reported with the name and type errors.
+        self.errors: list[Diagnostic] = []
 
     # -- helpers ----------------------------------------------------------
 
@@ -272,7 +312,11 @@ class _Builder(Transformer[Token, Any]):
         return ast.Name(value=str(token), span=self._token_span(token))
 
     def _string(self, token: Token) -> str:
-        return decode_string(token, self._token_span(token))
+        self.errors.extend(escape_errors(token, self._token_span(token)))
+        return decode_string(token)
+
+    def _report(self, diagnostic: Diagnostic) -> None:
+        self.errors.append(diagnostic)
 
     # -- header -----------------------------------------------------------
 
@@ -312,7 +356,8 @@ class _Builder(Transformer[Token, Any]):
                 fields[kind].append(value)
                 continue
             if kind in fields:
-                raise _BuildError(Diagnostic("E006", f"duplicate '{kind}' in task", span, hint="keep one"))
+                self._report(Diagnostic("E006", f"duplicate '{kind}' in task", span, hint="keep one"))
+                continue
             fields[kind] = value
             spans[kind] = span
         fields["field_spans"] = spans
@@ -392,11 +437,9 @@ class _Builder(Transformer[Token, Any]):
                 allows.append(value)
                 continue
             if kind in fields:
-                raise _BuildError(
-                    Diagnostic(
-                        "E006", f"duplicate '{_FIELD_KEYWORDS[kind]}' in rule {children[0]}", span, hint="keep one"
-                    )
-                )
+                message = f"duplicate '{_FIELD_KEYWORDS[kind]}' in rule {children[0]}"
+                self._report(Diagnostic("E006", message, span, hint="keep one"))
+                continue
             fields[kind] = value
             spans[kind] = span
         fields["field_spans"] = spans
@@ -436,9 +479,7 @@ class _Builder(Transformer[Token, Any]):
         span = self._span(meta)
         value = float(children[0])
         if not 0.0 <= value <= 1.0:
-            raise _BuildError(
-                Diagnostic("E007", f"confidence {children[0]} is outside 0..1", self._token_span(children[0]))
-            )
+            self._report(Diagnostic("E007", f"confidence {children[0]} is outside 0..1", self._token_span(children[0])))
         return "confidence", value, span
 
     @v_args(meta=True)
@@ -494,7 +535,8 @@ class _Builder(Transformer[Token, Any]):
         fields: dict[str, Any] = {}
         for kind, value, span in rest:
             if kind in fields:
-                raise _BuildError(Diagnostic("E006", f"duplicate '{kind}' in case {name.value}", span, hint="keep one"))
+                self._report(Diagnostic("E006", f"duplicate '{kind}' in case {name.value}", span, hint="keep one"))
+                continue
             fields[kind] = value
         expect = fields.get("expect", (None, None))
         return ast.Case(

@@ -34,7 +34,8 @@ class CheckedRuleset:
 def check_source(source: str, path: str) -> CheckedRuleset:
     """Parse and check ``source``; a syntax error raises :class:`DiagnosticError`."""
     parsed = parse(source, path)
-    diagnostics = resolve(parsed.ruleset)
+    diagnostics = [*parsed.diagnostics, *resolve(parsed.ruleset)]
+    diagnostics.sort(key=lambda d: (d.span.line, d.span.column))
     ordering = order_rules(parsed.ruleset)
     diagnostics.extend(ordering.errors)
     if not diagnostics:

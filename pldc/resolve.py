@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from pldc import ast
 from pldc.errors import Diagnostic, Span
+from pldc.parse import KEYWORDS
 
 _T = TypeVar("_T")
 
@@ -57,10 +58,16 @@ class _Resolver:
     def _error(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
         self.errors.append(Diagnostic(code, message, span, hint=hint))
 
+    def _reserved(self, name: ast.Name) -> None:
+        message = f"{name.value!r} is a reserved word and cannot be used as a name"
+        self._error("E115", message, name.span, hint="rename it")
+
     def _unique(self, kind: str, entries: Iterable[tuple[ast.Name, _T]]) -> dict[str, _T]:
         seen: dict[str, _T] = {}
         first: dict[str, ast.Name] = {}
         for name, node in entries:
+            if name.value in KEYWORDS:
+                self._reserved(name)
             if name.value in seen:
                 line = first[name.value].span.line
                 self._error("E100", f"duplicate {kind} {name.value!r}", name.span, hint=f"first defined on line {line}")
@@ -80,6 +87,8 @@ class _Resolver:
         for extra in tasks[1:]:
             self._error("E107", "only one task block is allowed per file", extra.name.span)
         task = tasks[0]
+        if task.name.value in KEYWORDS:
+            self._reserved(task.name)
         self._check_allows(task.allows)
         self.labels = self._unique("label", ((label.name, label) for label in task.labels))
         self._unique("input", ((i.name, i) for i in task.inputs))
