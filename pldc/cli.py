@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pldc import __version__
-from pldc.errors import DiagnosticError, InputError, PldError, Severity
+from pldc.errors import DiagnosticError, InputError, PldError, Severity, UsageError
 
 if TYPE_CHECKING:
     from pldc.analysis import AnalysisConfig
@@ -26,18 +26,13 @@ logger = logging.getLogger("pldc")
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
-class UsageError(PldError):
-    """An invalid combination of command-line options."""
-
-    exit_code = 2
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
     try:
-        return int(args.handler(args))
+        args = build_parser().parse_args(argv)
+        _configure_logging(args.verbose)
+        code = int(args.handler(args))
+        sys.stdout.flush()
+        return code
     except DiagnosticError as error:
         print(error.render(), file=sys.stderr)
         return EXIT_ERRORS
@@ -49,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as error:
+        # Standard output itself failed, for example a full disk.
+        print(f"pldc: error: cannot write output: {error.strerror}", file=sys.stderr)
+        return EXIT_INPUT
 
 
 def _configure_logging(verbosity: int) -> None:

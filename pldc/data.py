@@ -74,6 +74,9 @@ def load_dataset(
     limit: int | None = None,
 ) -> Dataset:
     """Read ``path`` and map every row's label onto the task's labels."""
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "data file not found"
+        raise InputError(f"{path}: {what}")
     framing = framing or guess_framing(path)
     if framing not in FRAMINGS:
         raise InputError(f"unknown framing {framing!r}; use one of: {', '.join(FRAMINGS)}")
@@ -133,28 +136,56 @@ def _spelling_index(task: ast.Task) -> dict[str, str]:
 Row = tuple[Example, str, str]
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            where = f"{path}:{number}"
-            if not line.strip():
-                continue
+def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield numbered lines, reporting invalid UTF-8 with its line instead of a decoding traceback."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                reason = error.msg.removesuffix(" at")
-                raise InputError(f"{where}: invalid JSON at column {error.colno}: {reason}") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield where, row
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                where = f"{path}:{number}"
+                raise InputError(
+                    f"{where}: not valid UTF-8 at column {error.start + 1}; save the file as UTF-8"
+                ) from None
+            yield number, text.removeprefix("\ufeff") if number == 1 else text
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for number, line in _utf8_lines(path):
+        where = f"{path}:{number}"
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            reason = error.msg.removesuffix(" at")
+            raise InputError(f"{where}: invalid JSON at column {error.colno}: {reason}") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        yield where, row
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            # Report the physical line, so a quoted field spanning lines still points right.
-            yield f"{path}:{reader.line_num}", row
+    # Long documents exceed the csv module's default field limit of 128 KiB.
+    csv.field_size_limit(2**31 - 1)
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+        with handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                raise InputError(f"{path}:1: column {repeated[0]!r} appears more than once in the header")
+            for row in reader:
+                # Report the physical line, so a quoted field spanning lines still points right.
+                where = f"{path}:{reader.line_num}"
+                if None in row:
+                    raise InputError(f"{where}: more fields than the header has columns ({len(header)})")
+                yield where, row
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not valid UTF-8 at byte {error.start}; save the file as UTF-8") from None
+    except csv.Error as error:
+        raise InputError(f"{path}: invalid CSV: {error}") from None
 
 
 def _field(row: Mapping[str, Any], name: str, where: str) -> str:
@@ -163,6 +194,10 @@ def _field(row: Mapping[str, Any], name: str, where: str) -> str:
         raise InputError(f"{where}: missing field {name!r}")
     if not isinstance(value, str):
         raise InputError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{where}: field {name!r} holds an unpaired surrogate (invalid text)") from None
     return value
 
 
@@ -199,11 +234,19 @@ def _contract_nli(path: Path) -> Iterator[Row]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise InputError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not valid UTF-8 at byte {error.start}; save the file as UTF-8") from None
     if not isinstance(data, dict) or "documents" not in data or "labels" not in data:
         raise InputError(f"{path}: expected a ContractNLI object with 'documents' and 'labels'")
-    hypotheses: dict[str, Any] = data["labels"]
+    hypotheses = data["labels"]
+    if not isinstance(data["documents"], list):
+        raise InputError(f"{path}: field 'documents' must be a list of documents")
+    if not isinstance(hypotheses, dict) or not all(isinstance(v, dict) for v in hypotheses.values()):
+        raise InputError(f"{path}: field 'labels' must map hypothesis keys to objects with a 'hypothesis' text")
     for number, document in enumerate(data["documents"], 1):
         where = f"{path} document {number}"
+        if not isinstance(document, dict):
+            raise InputError(f"{where}: expected a document object, got {type(document).__name__}")
         doc_id = document.get("id")
         text = document.get("text")
         if doc_id is None or not isinstance(text, str):
@@ -212,13 +255,16 @@ def _contract_nli(path: Path) -> Iterator[Row]:
             annotations = document["annotation_sets"][0]["annotations"]
         except (KeyError, IndexError, TypeError):
             raise InputError(f"{where} (id {doc_id}): missing field 'annotation_sets[0].annotations'") from None
+        if not isinstance(annotations, dict):
+            raise InputError(f"{where} (id {doc_id}): field 'annotations' must be an object")
         for key in sorted(hypotheses, key=_nda_number):
             if key not in annotations:
                 raise InputError(f"{where} (id {doc_id}): no annotation for hypothesis {key!r}")
             hypothesis = hypotheses[key].get("hypothesis")
             if not isinstance(hypothesis, str):
                 raise InputError(f"{path}: labels[{key!r}] has no 'hypothesis' text")
-            choice = annotations[key].get("choice")
+            annotation = annotations[key]
+            choice = annotation.get("choice") if isinstance(annotation, dict) else None
             if not isinstance(choice, str):
                 raise InputError(f"{where} (id {doc_id}) hypothesis {key}: missing field 'choice'")
             example = Example(f"{path.name}:{doc_id}/{key}", {"document": text, "hypothesis": hypothesis}, "", shared=1)
@@ -249,4 +295,6 @@ def _generic(
         label = row.get(label_field)
         if label is None or label == "":
             raise InputError(f"{where}: missing field {label_field!r} (the label; set --label-field)")
-        yield Example(example_id, values, ""), str(label), f"{where} field {label_field!r}"
+        if not isinstance(label, str):
+            raise InputError(f"{where}: field {label_field!r} must be a string label, got {type(label).__name__}")
+        yield Example(example_id, values, ""), label, f"{where} field {label_field!r}"

@@ -113,6 +113,12 @@ class InputError(PldError):
     exit_code = 3
 
 
+class UsageError(PldError):
+    """An invalid command-line value or combination of options."""
+
+    exit_code = 2
+
+
 class ModelError(PldError):
     """A student model that cannot be found, loaded or run."""
 

@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from pldc.data import FRAMINGS
-from pldc.errors import InputError
+from pldc.errors import InputError, UsageError
 
 
 def add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,27 +53,45 @@ def _field_map(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, field = pair.partition("=")
         if not sep or not name or not field:
-            raise InputError(f"--map {pair!r}: expected INPUT=FIELD")
+            raise UsageError(f"--map {pair!r}: expected INPUT=FIELD")
         mapping[name] = field
     return mapping
+
+
+def _open_predictions(path: Path | None) -> TextIO | None:
+    if path is None:
+        return None
+    try:
+        return path.open("w", encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: directory {path.parent} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; give a file path") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot write: {error.strerror}") from None
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from pldc.compile import compile_prompt
     from pldc.data import load_dataset
     from pldc.evaluate import evaluate
     from pldc.pipeline import load_ruleset
     from pldc.student import load_student
 
     if args.limit is not None and args.limit < 1:
-        raise InputError("--limit must be at least 1")
+        raise UsageError("--limit must be at least 1")
     if args.batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
+        raise UsageError("--batch-size must be at least 1")
+    field_map = _field_map(args.map)
     checked = load_ruleset(args.ruleset)
     task = checked.ruleset.task
     assert task is not None
-    dataset = load_dataset(args.data, task, args.framing, _field_map(args.map), args.label_field, args.limit)
+    dataset = load_dataset(args.data, task, args.framing, field_map, args.label_field, args.limit)
+    # Fail on a bad template or output path now, not after minutes of scoring.
+    compile_prompt(checked.ruleset, checked.ordered, args.template)
+    predictions = _open_predictions(args.predictions)
     student = load_student(args.model, batch_size=args.batch_size)
     variants = [True, False] if args.compare else [not args.no_rules]
     results = []
@@ -93,8 +112,8 @@ def run_eval(args: argparse.Namespace) -> int:
                     progress=bar.update,
                 )
             )
-    if args.predictions is not None:
-        with args.predictions.open("w", encoding="utf-8") as handle:
+    if predictions is not None:
+        with predictions as handle:
             for result in results:
                 for p in result.predictions:
                     record = {"variant": result.variant, "id": p.example_id, "gold": p.gold, "predicted": p.predicted}

@@ -190,7 +190,15 @@ def _syntax_diagnostic(error: UnexpectedInput, source: str, path: str) -> Diagno
     if isinstance(error, UnexpectedCharacters):
         position = error.pos_in_stream or 0
         char = source[position] if position < len(source) else ""
-        if char == '"':
+        if char == '"' and source[max(position - 2, 0) : position + 1] == '"""':
+            # The lexer read the first two quotes as an empty string; point at the first one.
+            column = max(column - 2, 1)
+            message = "unterminated triple-quoted string"
+            code, hint = "E003", 'close it with """'
+        elif char == '"' and source[position : position + 3] == '"""':
+            message = "unterminated triple-quoted string"
+            code, hint = "E003", 'close it with """'
+        elif char == '"':
             message = "unterminated string"
             code, hint = "E003", 'close the string with " on the same line, or use """ for several lines'
         else:

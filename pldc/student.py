@@ -407,10 +407,14 @@ def load_student(reference: str | None = None, batch_size: int = 16, device: str
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     local = Path(path).is_dir()
+    looks_like_path = path.startswith((".", "/", "~")) or path.count("/") > 1
+    if looks_like_path and not local:
+        raise ModelError(f"{path}: model folder not found")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="float32")
-    except OSError as error:
+    except (OSError, ValueError, KeyError) as error:
+        # transformers reports a missing or unusable model with OSError, ValueError or KeyError.
         where = "folder" if local else "Hugging Face id (looked only in the local cache; no download)"
         raise ModelError(f"cannot load model {reference!r} as a {where}: {error}".splitlines()[0]) from None
     model = model.to(device)  # type: ignore[arg-type]
