@@ -5,8 +5,8 @@ specificity (of two rules with equal priority, one whose condition strictly impl
 comes first), and file order breaks the remaining ties. A rule's *effective* priority is the
 highest priority among itself and the rules it overrides, directly or through others, so
 overriding a rule lifts the overriding rule to at least that rule's place. The compiled order
-therefore never lists a lower effective priority before a higher one. The constraints form a directed graph, so a cycle of
-``overrides`` is reported with the rules on it.
+therefore never lists a lower effective priority before a higher one. The constraints form a
+directed graph, so a cycle of ``overrides`` is reported with the rules on it.
 """
 
 from __future__ import annotations
