@@ -94,9 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_commands(commands)
 
+    from pldc.analysis_cli import add_analysis_commands
     from pldc.workflow_cli import add_workflow_commands
 
     add_workflow_commands(commands)
+    add_analysis_commands(commands)
     return parser
 
 
