@@ -104,7 +104,8 @@ def run_explain(args: argparse.Namespace) -> int:
         f"  compiled position {report['position']} of {report['of']}, effective priority {report['effective_priority']}"
     )
     print(
-        f"  overrides: {', '.join(report['overrides']) or 'none'}; overridden by: {', '.join(overridden_by) or 'none'}"
+        f"  overrides: {', '.join(t.value for t in rule.overrides) or 'none'}; "
+        f"overridden by: {', '.join(overridden_by) or 'none'}"
     )
     examples = ", ".join(rule.examples) or "none"
     print(f"  provenance: examples {examples}; support {rule.support}; confidence {rule.confidence}", end="")

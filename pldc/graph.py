@@ -36,8 +36,8 @@ def build_graph(
         node = f"rule:{rule.id.value}"
         graph.add_node(node, kind="rule", name=rule.id.value, title=rule.title, group=rule.group, position=position)
         if rule.condition is not None:
-            for feature in sorted(features_of(rule.condition)):
-                graph.add_edge(node, f"feature:{feature}", kind="tests")
+            for tested in sorted(features_of(rule.condition)):
+                graph.add_edge(node, f"feature:{tested}", kind="tests")
         if rule.label is not None:
             graph.add_edge(node, f"label:{rule.label.value}", kind="concludes")
         for target in rule.overrides:
