@@ -5,11 +5,15 @@ from __future__ import annotations
 import random
 
 
-def generate_ruleset(rules: int, seed: int = 0, bool_features: int = 60, enum_features: int = 20) -> str:
+def generate_ruleset(
+    rules: int, seed: int = 0, bool_features: int = 60, enum_features: int = 20, rules_per_topic: int | None = None
+) -> str:
     """Return ``.pld`` source with ``rules`` rules over shared features.
 
     Each rule tests two to four features drawn from a pool, so many rules share features, as
-    rules distilled from one training set do.
+    rules distilled from one training set do. With ``rules_per_topic``, a one-of feature
+    ``topic`` gets one value per that many rules and every rule requires one topic, the way
+    ContractNLI rules each address one of its hypotheses.
     """
     rng = random.Random(seed)
     labels = ["alpha", "beta", "gamma", "delta"]
@@ -30,6 +34,9 @@ def generate_ruleset(rules: int, seed: int = 0, bool_features: int = 60, enum_fe
     enums = {f"e{i}": [f"v{j}" for j in range(5)] for i in range(enum_features)}
     lines += [f'feature {name}: bool "Whether property {name} holds."' for name in bools]
     lines += [f'feature {name}: one of [{", ".join(values)}] "Which {name} applies."' for name, values in enums.items()]
+    topics = [f"t{i}" for i in range(max(1, rules // rules_per_topic))] if rules_per_topic else []
+    if topics:
+        lines.append(f'feature topic: one of [{", ".join(topics)}] "Which topic the input is about."')
     for index in range(rules):
         terms = []
         for _ in range(rng.randint(2, 4)):

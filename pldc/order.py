@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from pldc import ast
+from pldc.analysis.index import OverlapIndex
 from pldc.errors import Diagnostic
 
 
@@ -82,7 +83,6 @@ def _add_specificity(
     ruleset: ast.Ruleset, rules: tuple[ast.Rule, ...], graph: nx.DiGraph[str], effective: dict[str, int]
 ) -> None:
     """Add an edge from each rule to every equal-priority rule its condition strictly implies."""
-    from pldc.analysis.index import OverlapIndex
     from pldc.analysis.logic import domains_of, implies
 
     usable = [r for r in rules if r.condition is not None]
@@ -98,8 +98,8 @@ def _add_specificity(
         if effective[a] != effective[b]:
             continue
         assert first.condition is not None and second.condition is not None
-        forward = implies(first.condition, second.condition, domains)
-        backward = implies(second.condition, first.condition, domains)
+        forward = _may_imply(index, i, j, first) and implies(first.condition, second.condition, domains)
+        backward = _may_imply(index, j, i, second) and implies(second.condition, first.condition, domains)
         if forward == backward:
             continue
         narrow, wide = (a, b) if forward else (b, a)
@@ -116,6 +116,13 @@ def _add_specificity(
                 break
         else:
             break
+
+
+def _may_imply(index: OverlapIndex, narrow: int, wide: int, rule: ast.Rule) -> bool:
+    """A cheap necessary test: a condition implies another only if it fixes every feature the
+    other requires (a feature it leaves free can take a value the other excludes)."""
+    tested = _features(rule)
+    return all(name in tested for name in index.required[wide])
 
 
 def _features(rule: ast.Rule) -> set[str]:

@@ -13,7 +13,7 @@ from pldc.format import format_condition, format_number, quote
 KEYWORDS = {
     "pld", "meta", "task", "description", "input", "label", "spelled", "default", "hit", "feature", "bool",
     "one", "of", "group", "rule", "when", "then", "because", "priority", "overrides", "examples", "support",
-    "confidence", "teacher", "tags", "not", "and", "or", "is", "case", "given", "expect", "by",
+    "confidence", "teacher", "tags", "not", "and", "or", "is", "case", "given", "expect", "by", "allow",
 }  # fmt: skip
 
 names = st.from_regex(r"[a-zA-Zéλ_][a-zA-Z0-9_éλ]{0,7}", fullmatch=True).filter(lambda n: n not in KEYWORDS)
@@ -55,7 +55,8 @@ def conditions(draw: st.DrawFn, bools: list[str], enums: dict[str, list[str]], d
 @st.composite
 def rulesets(draw: st.DrawFn) -> ast.Ruleset:
     """A ruleset that parses and resolves: every reference points at a declared name."""
-    all_names = draw(st.lists(names, min_size=12, max_size=20, unique=True))
+    # Label spellings match without regard to case, so names must differ in more than case.
+    all_names = draw(st.lists(names, min_size=12, max_size=20, unique_by=str.casefold))
     labels, rest = all_names[:3], all_names[3:]
     bools = rest[:2]
     enum_name = rest[2]

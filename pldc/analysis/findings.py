@@ -20,6 +20,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "unused-feature": ("A007", "warning"),
     "unused-label": ("A008", "warning"),
     "unsatisfiable": ("A009", "warning"),
+    "undecided": ("A010", "info"),
 }
 LEVELS = ("off", "info", "warning", "error")
 

@@ -85,3 +85,34 @@ class OverlapIndex:
         else:
             pool = sorted(self.buckets[required[self.partition]] + self.free)
         return [j for j in pool if j != position and not contradict(required, self.required[j])]
+
+
+def literal_conjunction(condition: ast.Condition) -> bool:
+    """Whether ``condition`` is a conjunction of ``f``, ``not f`` and ``f is v`` literals only.
+
+    Such a condition holds exactly when its required literals do, which makes overlap and
+    implication tests between two of them set operations. A conjunction that contradicts itself
+    (``a and not a``) is not one: it holds nowhere.
+    """
+    literals: dict[str, Value] = {}
+    for leaf in _conjuncts(condition):
+        if leaf is None:
+            return False
+        name, value = leaf
+        if literals.setdefault(name, value) != value:
+            return False
+    return True
+
+
+def _conjuncts(condition: ast.Condition) -> Iterator[tuple[str, Value] | None]:
+    if isinstance(condition, ast.Predicate):
+        yield condition.feature.value, True
+    elif isinstance(condition, ast.IsValue):
+        yield condition.feature.value, condition.value.value
+    elif isinstance(condition, ast.Not) and isinstance(condition.operand, ast.Predicate):
+        yield condition.operand.feature.value, False
+    elif isinstance(condition, ast.And):
+        for operand in condition.operands:
+            yield from _conjuncts(operand)
+    else:
+        yield None

@@ -73,14 +73,27 @@ def evaluate(term: Term, values: Mapping[str, Value]) -> bool | None:
     return None if unknown else conjunctive
 
 
-def solve(term: Term, domains: Mapping[str, Sequence[Value]]) -> dict[str, Value] | None:
-    """Return an assignment of the formula's features that makes it true, or ``None``."""
+class BudgetExceeded(Exception):
+    """The search visited more partial assignments than its budget allowed."""
+
+
+def solve(term: Term, domains: Mapping[str, Sequence[Value]], budget: int | None = None) -> dict[str, Value] | None:
+    """Return an assignment of the formula's features that makes it true, or ``None``.
+
+    With ``budget``, raise :class:`BudgetExceeded` after that many search steps instead of
+    searching on: large disjunctions can make the exact search exponential.
+    """
     # The most tested features first: fixing them decides the most leaves and prunes early.
     counts = _leaf_counts(term)
     names = sorted(counts, key=lambda name: (-counts[name], name))
     values: dict[str, Value] = {}
+    steps = 0
 
     def search(position: int) -> bool:
+        nonlocal steps
+        steps += 1
+        if budget is not None and steps > budget:
+            raise BudgetExceeded
         verdict = evaluate(term, values)
         if verdict is not None:
             return verdict

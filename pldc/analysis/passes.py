@@ -9,8 +9,8 @@ import networkx as nx
 
 from pldc import ast
 from pldc.analysis.findings import Finding
-from pldc.analysis.index import OverlapIndex
-from pldc.analysis.logic import Value, conj, disj, domains_of, implies, neg, solve
+from pldc.analysis.index import OverlapIndex, literal_conjunction
+from pldc.analysis.logic import BudgetExceeded, Value, conj, disj, domains_of, features_of, implies, neg, solve
 
 
 @dataclass
@@ -40,10 +40,16 @@ def _pair_overlaps(context: Context) -> list[tuple[ast.Rule, ast.Rule, dict[str,
     """Pairs of rules (earlier, later in compiled order) that can fire together, with a witness."""
     found = []
     rules = context.index.rules
+    simple = [literal_conjunction(r.condition) for r in rules]  # type: ignore[arg-type]
     for i, j in context.index.pairs():
         first, second = rules[i], rules[j]
         assert first.condition is not None and second.condition is not None
-        witness = solve(conj(first.condition, second.condition), context.domains)
+        if simple[i] and simple[j]:
+            # The index already checked that the required literals agree, so both can hold at once.
+            merged = {**context.index.required[i], **context.index.required[j]}
+            witness: dict[str, Value] | None = {name: merged[name] for name in sorted(merged)}
+        else:
+            witness = solve(conj(first.condition, second.condition), context.domains)
         if witness is not None:
             found.append((first, second, witness))
     return found
@@ -95,8 +101,8 @@ def find_redundant(context: Context) -> list[Finding]:
         assert first.label is not None and second.label is not None
         if first.label.value != second.label.value:
             continue
-        forward = implies(first.condition, second.condition, context.domains)
-        backward = implies(second.condition, first.condition, context.domains)
+        forward = _may_imply(context, i, j) and implies(first.condition, second.condition, context.domains)
+        backward = _may_imply(context, j, i) and implies(second.condition, first.condition, context.domains)
         a, b = first.id.value, second.id.value
         if forward and backward:
             message = f"rules {a} and {b} have equivalent conditions and the same label {first.label.value}"
@@ -117,9 +123,24 @@ def find_redundant(context: Context) -> list[Finding]:
     return findings
 
 
+SHADOW_BUDGET = 20_000
+
+
+def _may_imply(context: Context, narrow: int, wide: int) -> bool:
+    """A cheap necessary test for implication: see :func:`pldc.order._may_imply`."""
+    condition = context.index.rules[narrow].condition
+    tested = features_of(condition) if condition is not None else set()
+    return all(name in tested for name in context.index.required[wide])
+
+
 def find_shadowed(context: Context) -> list[Finding]:
-    """Rules that never decide, because rules ordered before them cover their whole condition."""
+    """Rules that never decide, because rules ordered before them cover their whole condition.
+
+    The cover test searches at most :data:`SHADOW_BUDGET` steps per rule; rules it cannot
+    decide within that are named in one ``undecided`` note rather than skipped silently.
+    """
     findings = []
+    undecided: list[ast.Rule] = []
     rules = context.index.rules
     for position, rule in enumerate(rules):
         assert rule.condition is not None
@@ -132,7 +153,11 @@ def find_shadowed(context: Context) -> list[Finding]:
         if not earlier:
             continue
         cover = disj(*(r.condition for r in earlier if r.condition is not None))
-        if solve(conj(rule.condition, neg(cover)), context.domains) is not None:
+        try:
+            if solve(conj(rule.condition, neg(cover)), context.domains, budget=SHADOW_BUDGET) is not None:
+                continue
+        except BudgetExceeded:
+            undecided.append(rule)
             continue
         # Name only the earlier rules that actually overlap this one.
         covering = [r for r in earlier if solve(conj(rule.condition, r.condition), context.domains) is not None]  # type: ignore[arg-type]
@@ -150,6 +175,11 @@ def find_shadowed(context: Context) -> list[Finding]:
                 witness,
             )
         )
+    if undecided:
+        names = ", ".join(r.id.value for r in undecided[:10]) + (", ..." if len(undecided) > 10 else "")
+        message = f"shadowing of {len(undecided)} rules was not decided within the search budget: {names}"
+        hint = "split large groups of overlapping rules, or check these rules by hand"
+        findings.append(Finding("undecided", message, (), (undecided[0].span,), hint, subject="shadowed"))
     return findings
 
 
@@ -159,7 +189,13 @@ def find_gaps(context: Context) -> list[Finding]:
     conditions = [r.condition for r in context.ordered if r.condition is not None]
     if not conditions or task is None:
         return []
-    witness = solve(neg(disj(*conditions)), context.domains)
+    try:
+        witness = solve(neg(disj(*conditions)), context.domains, budget=SHADOW_BUDGET * 10)
+    except BudgetExceeded:
+        message = "whether some inputs match no rule was not decided within the search budget"
+        return [
+            Finding("undecided", message, (), (task.span,), "check the default label's region by hand", subject="gap")
+        ]
     if witness is None:
         return []
     default = task.default.value if task.default else "?"
@@ -170,8 +206,6 @@ def find_gaps(context: Context) -> list[Finding]:
 
 def find_unused(context: Context) -> list[Finding]:
     """Features no rule tests and labels that no rule concludes and that are not the default."""
-    from pldc.analysis.logic import features_of
-
     findings = []
     tested = set().union(*(features_of(r.condition) for r in context.ordered if r.condition is not None))
     for feature in context.ruleset.features:
