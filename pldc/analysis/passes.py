@@ -123,7 +123,7 @@ def find_redundant(context: Context) -> list[Finding]:
     return findings
 
 
-SHADOW_BUDGET = 20_000
+SHADOW_BUDGET = 2_000
 
 
 def _may_imply(context: Context, narrow: int, wide: int) -> bool:
