@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from pldc import ast
-from pldc.analysis.index import OverlapIndex
+from pldc.analysis.index import contradict, required_literals
 from pldc.errors import Diagnostic
 
 
@@ -89,23 +89,38 @@ def _add_specificity(
     domains = domains_of(ruleset)
     if any(name not in domains for r in usable for name in _features(r)):
         return  # undefined features are reported by resolve; ordering them is meaningless
-    index = OverlapIndex(usable, {f.name.value for f in ruleset.features if not f.is_bool})
+    required = [required_literals(r.condition) for r in usable]  # type: ignore[arg-type]
+    tested = [_features(r) for r in usable]
+    # A condition implies another only if it tests every feature the other requires, so the
+    # candidates for "narrow implies wide" come from intersecting per-feature rule sets.
+    tested_by: dict[str, set[int]] = {}
+    for position, names in enumerate(tested):
+        for name in names:
+            tested_by.setdefault(name, set()).add(position)
     overrides = graph.copy()
     added: list[tuple[str, str]] = []
-    for i, j in index.pairs():
-        first, second = usable[i], usable[j]
-        a, b = first.id.value, second.id.value
-        if effective[a] != effective[b]:
-            continue
-        assert first.condition is not None and second.condition is not None
-        forward = _may_imply(index, i, j, first) and implies(first.condition, second.condition, domains)
-        backward = _may_imply(index, j, i, second) and implies(second.condition, first.condition, domains)
-        if forward == backward:
-            continue
-        narrow, wide = (a, b) if forward else (b, a)
-        if not nx.has_path(overrides, wide, narrow):
-            graph.add_edge(narrow, wide)
-            added.append((narrow, wide))
+    for j, wide in enumerate(usable):
+        if required[j]:
+            pools = sorted((tested_by.get(name, set()) for name in required[j]), key=len)
+            candidates = set.intersection(*pools)
+        else:
+            # A disjunction or negation requires nothing; compare with rules sharing a feature.
+            # NOTE: a rule sharing no feature with it can still imply it only if it is a
+            # tautology, which is left unordered.
+            candidates = set().union(*(tested_by.get(name, set()) for name in tested[j]))
+        for i in candidates - {j}:
+            narrow = usable[i]
+            a, b = narrow.id.value, wide.id.value
+            if effective[a] != effective[b] or contradict(required[i], required[j]):
+                continue
+            assert narrow.condition is not None and wide.condition is not None
+            if not implies(narrow.condition, wide.condition, domains):
+                continue
+            if implies(wide.condition, narrow.condition, domains):
+                continue  # equivalent conditions: file order decides
+            if not nx.has_path(overrides, b, a):
+                graph.add_edge(a, b)
+                added.append((a, b))
     # Overrides and specificity together can close a cycle; specificity then gives way.
     while added and not nx.is_directed_acyclic_graph(graph):
         cycle = nx.find_cycle(graph)
@@ -116,13 +131,6 @@ def _add_specificity(
                 break
         else:
             break
-
-
-def _may_imply(index: OverlapIndex, narrow: int, wide: int, rule: ast.Rule) -> bool:
-    """A cheap necessary test: a condition implies another only if it fixes every feature the
-    other requires (a feature it leaves free can take a value the other excludes)."""
-    tested = _features(rule)
-    return all(name in tested for name in index.required[wide])
 
 
 def _features(rule: ast.Rule) -> set[str]:
