@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    levels = {0: logging.WARNING, 1: logging.INFO}
+    level = levels.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("pldc: %(message)s"))
     logger.handlers[:] = [handler]
@@ -242,7 +243,7 @@ def read_text(path: Path) -> str:
 
 
 def _compile_options(args: argparse.Namespace) -> list[str]:
-    """The options that change the output, as they would be typed."""
+    """List the options that change the output, as they would be typed."""
     options = []
     if args.template != "default":
         options.append(f"--template {args.template}")

@@ -25,7 +25,7 @@ _FINDING_EDGES = {"conflict": "red", "order-dependent": "red", "shadowed": "gray
 def build_graph(
     ruleset: ast.Ruleset, ordered: list[ast.Rule], analysis: Analysis | None = None
 ) -> nx.MultiDiGraph[str]:
-    """One directed multigraph: ``rule:ID``, ``feature:NAME`` and ``label:NAME`` nodes."""
+    """Build one directed multigraph with ``rule:ID``, ``feature:NAME`` and ``label:NAME`` nodes."""
     graph: nx.MultiDiGraph[str] = nx.MultiDiGraph()
     for feature in ruleset.features:
         graph.add_node(f"feature:{feature.name.value}", kind="feature", name=feature.name.value)
@@ -90,7 +90,7 @@ def to_dot(graph: nx.MultiDiGraph[str], name: str = "ruleset") -> str:
 
 
 def to_mermaid(graph: nx.MultiDiGraph[str]) -> str:
-    """A Mermaid flowchart of the same graph."""
+    """Render the graph as a Mermaid flowchart."""
     ids = {node: f"n{index}" for index, node in enumerate(graph.nodes)}
     lines = ["flowchart LR"]
     for node, data in graph.nodes(data=True):

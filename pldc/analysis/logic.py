@@ -41,7 +41,7 @@ def neg(term: Term) -> Formula:
 
 
 def features_of(term: Term) -> set[str]:
-    """The names of the features a formula or condition tests."""
+    """Return the names of the features a formula or condition tests."""
     if isinstance(term, (ast.Predicate, ast.IsValue)):
         return {term.feature.value}
     if isinstance(term, ast.Not):
@@ -133,7 +133,7 @@ def implies(left: Term, right: Term, domains: Mapping[str, Sequence[Value]]) -> 
 
 
 def domains_of(ruleset: ast.Ruleset) -> dict[str, list[Value]]:
-    """Each feature's possible values: false then true, or the one-of values in declared order.
+    """Return each feature's possible values: false then true, or the one-of values in order.
 
     Trying false first makes witnesses read naturally, with as few features set as possible.
     """

@@ -15,7 +15,7 @@ from pldc.analysis.logic import BudgetExceeded, Value, conj, disj, domains_of, f
 
 @dataclass
 class Context:
-    """What every pass needs: the rules in compiled order, their index and the feature domains."""
+    """Inputs shared by every pass: the rules in compiled order, their index and the feature domains."""
 
     ruleset: ast.Ruleset
     ordered: list[ast.Rule]
@@ -127,7 +127,7 @@ SHADOW_BUDGET = 2_000
 
 
 def _may_imply(context: Context, narrow: int, wide: int) -> bool:
-    """A cheap necessary test for implication: see :func:`pldc.order._may_imply`."""
+    """Test cheaply whether rule ``narrow`` can imply rule ``wide``: it must test every feature ``wide`` requires."""
     condition = context.index.rules[narrow].condition
     tested = features_of(condition) if condition is not None else set()
     return all(name in tested for name in context.index.required[wide])
@@ -184,7 +184,7 @@ def find_shadowed(context: Context) -> list[Finding]:
 
 
 def find_gaps(context: Context) -> list[Finding]:
-    """A feature assignment under which no rule applies, so the default label decides."""
+    """Find a feature assignment under which no rule applies, so the default label decides."""
     task = context.ruleset.task
     conditions = [r.condition for r in context.ordered if r.condition is not None]
     if not conditions or task is None:
