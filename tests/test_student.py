@@ -158,7 +158,14 @@ def test_missing_model_folder_is_model_error(tmp_path: Path) -> None:
         "eval", str(ROOT / "rulesets" / "stereoset_domain.pld"), "--data", str(data), "--model", str(tmp_path / "none")
     )
     assert result.returncode == 4
-    assert "cannot load model" in result.stderr
+    assert result.stderr == f"pldc: error: {tmp_path / 'none'}: model folder not found\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_pldc(
+        "eval", str(ROOT / "rulesets" / "stereoset_domain.pld"), "--data", str(data), "--model", str(empty)
+    )
+    assert result.returncode == 4
+    assert f"cannot load model '{empty}' as a folder" in result.stderr
     assert "Traceback" not in result.stderr
 
 
