@@ -43,7 +43,7 @@ def decide(
 ) -> Decision:
     """Apply the hit policy to the rules in compiled order.
 
-    Under both policies the first rule in compiled order whose condition holds decides, because
+    Under both policies the first rule in compiled order whose condition is true decides, because
     the order runs from highest to lowest effective priority (``priorities``). Under ``priority``,
     rules of the same effective priority have no precedence between them, so when such a rule
     also holds and concludes another label, ``tied`` lists it.

@@ -184,6 +184,7 @@ def _count(number: int, noun: str) -> str:
 
 
 def _run_fmt(args: argparse.Namespace) -> int:
+    from pldc.files import write_text
     from pldc.format import format_source
     from pldc.parse import parse, read_source
 
@@ -216,32 +217,6 @@ def _run_fmt(args: argparse.Namespace) -> int:
     return EXIT_ERRORS if args.check and unformatted else EXIT_OK
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write an output file, turning OS errors into a one-line :class:`InputError`."""
-    try:
-        path.write_text(text, encoding="utf-8")
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory; give a file path") from None
-    except FileNotFoundError:
-        raise InputError(f"{path}: directory {path.parent} does not exist") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot write: {error.strerror}") from None
-
-
-def read_text(path: Path) -> str:
-    """Read a UTF-8 text file, turning OS and decoding errors into a one-line :class:`InputError`."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory; give a file path") from None
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not valid UTF-8 at byte {error.start}") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror}") from None
-
-
 def _compile_options(args: argparse.Namespace) -> list[str]:
     """List the options that change the output, as they would be typed."""
     options = []
@@ -259,6 +234,7 @@ def _compile_options(args: argparse.Namespace) -> list[str]:
 
 def _run_compile(args: argparse.Namespace) -> int:
     from pldc.compile import compile_prompt
+    from pldc.files import read_text, write_text
     from pldc.pipeline import load_ruleset
 
     checked = load_ruleset(args.file)

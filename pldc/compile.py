@@ -55,7 +55,7 @@ class CompiledPrompt:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def messages(self) -> list[dict[str, str]]:
-        """The prompt as an OpenAI-style message list."""
+        """Return the prompt as an OpenAI-style message list."""
         return [{"role": "system", "content": self.text}]
 
     def render(self, output: OutputFormat) -> str:

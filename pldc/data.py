@@ -197,7 +197,7 @@ def _field(row: Mapping[str, Any], name: str, where: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError(f"{where}: field {name!r} holds an unpaired surrogate (invalid text)") from None
+        raise InputError(f"{where}: field {name!r} contains an unpaired surrogate (invalid text)") from None
     return value
 
 

@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TextIO
 
 from pldc.data import FRAMINGS
-from pldc.errors import InputError, UsageError
+from pldc.errors import UsageError
 
 
 def add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,25 +57,13 @@ def _field_map(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _open_predictions(path: Path | None) -> TextIO | None:
-    if path is None:
-        return None
-    try:
-        return path.open("w", encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: directory {path.parent} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory; give a file path") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot write: {error.strerror}") from None
-
-
 def run_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pldc.compile import compile_prompt
     from pldc.data import load_dataset
     from pldc.evaluate import evaluate
+    from pldc.files import open_output
     from pldc.pipeline import load_ruleset
     from pldc.student import load_student
 
@@ -91,7 +78,7 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, task, args.framing, field_map, args.label_field, args.limit)
     # Fail on a bad template or output path now, not after minutes of scoring.
     compile_prompt(checked.ruleset, checked.ordered, args.template)
-    predictions = _open_predictions(args.predictions)
+    predictions = open_output(args.predictions) if args.predictions is not None else None
     student = load_student(args.model, batch_size=args.batch_size)
     variants = [True, False] if args.compare else [not args.no_rules]
     results = []

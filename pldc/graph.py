@@ -1,6 +1,6 @@
 """The rule graph of a ruleset, and its rendering as DOT, Mermaid, SVG or PNG.
 
-Nodes are rules, features and labels. Edges say that a rule tests a feature, concludes a label
+Nodes are rules, features and labels. Edges mean that a rule tests a feature, concludes a label
 or overrides another rule, and the analysis adds an edge for each conflict or order-dependent
 pair (red) and each shadowed or subsumed rule (dashed). Rules are clustered by group.
 """

@@ -19,7 +19,8 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from pldc import ast
-from pldc.errors import Diagnostic, DiagnosticError, InputError, Span
+from pldc.errors import Diagnostic, DiagnosticError, Span
+from pldc.files import read_text
 from pldc.resources import resource_dir
 
 SUPPORTED_VERSIONS = ("1", "1.0")
@@ -90,25 +91,15 @@ def _parser() -> Lark:
         propagate_positions=True,
         maybe_placeholders=False,
         lexer_callbacks={"COMMENT": _keep_comment},
-        # The `regex` module knows Unicode categories, so names may use any script's letters and marks.
+        # The `regex` module supports Unicode categories, so names may use any script's letters and marks.
         regex=True,
     )
 
 
 def read_source(path: str | Path) -> str:
     """Read a ``.pld`` file as UTF-8, raising :class:`InputError` with a clear message."""
-    file = Path(path)
-    try:
-        # A byte order mark, as some Windows editors write, is not part of the text.
-        return file.read_text(encoding="utf-8").removeprefix("\ufeff")
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a .pld file") from None
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not valid UTF-8 at byte {error.start}; save the file as UTF-8") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read file: {error.strerror}") from None
+    # A byte order mark, as some Windows editors write, is not part of the text.
+    return read_text(path).removeprefix("\ufeff")
 
 
 def parse_file(path: str | Path) -> ParseResult:

@@ -32,7 +32,7 @@ CONTENT_FREE = "N/A"
 
 @dataclass
 class ScoreStats:
-    """What scoring cost: forward passes, tokens run through the model, wall time."""
+    """Cost of scoring: forward passes, tokens run through the model, wall time."""
 
     forward_calls: int = 0
     tokens_processed: int = 0
@@ -227,7 +227,7 @@ class Student:
     def _score_chunk_packed(self, cache: Any, own: list[list[int]], label_ids: list[list[int]]) -> list[list[float]]:
         """Score several examples and all their labels in one packed row over a batch-1 cache.
 
-        The row holds each example's tokens followed by one branch per multi-token label. A
+        The row contains each example's tokens followed by one branch per multi-token label. A
         4D attention mask lets every token see the cached prefix, its own example and earlier
         tokens of its own branch, and position ids restart after the prefix for each example,
         so each token is computed exactly as in its own sequence. Nothing is processed twice.
@@ -321,7 +321,7 @@ class PromptLayout:
 
 
 def content_free(example: Example) -> Example:
-    """The same example with every input replaced by ``N/A`` (for calibration)."""
+    """Return the same example with every input replaced by ``N/A`` (for calibration)."""
     return Example("content-free", {name: CONTENT_FREE for name in example.inputs}, example.label, 0)
 
 
@@ -345,7 +345,7 @@ def _shared_groups(layout: PromptLayout, examples: Sequence[Example]) -> Iterato
 
 
 def _label_contexts(label_ids: list[list[int]]) -> list[list[int]]:
-    """The fewest label prefixes whose positions cover every token of every label."""
+    """Return the minimum set of label prefixes whose positions cover every token of every label."""
     heads = sorted({tuple(ids[:-1]) for ids in label_ids}, key=len, reverse=True)
     kept: list[tuple[int, ...]] = []
     for head in heads:
@@ -370,7 +370,7 @@ def _returned_cache(output: Any) -> Any:
 
 
 def _expand(cache: Any, rows: int) -> Any:
-    """A cache whose layers view ``cache``'s tensors repeated ``rows`` times, without copying.
+    """Return a cache whose layers view ``cache``'s tensors repeated ``rows`` times, without copying.
 
     Cache layers grow by concatenation, which allocates new tensors, so the views in the
     returned cache never write into ``cache``.

@@ -44,7 +44,8 @@ def test_installed_wheel_compiles_outside_checkout(wheel: Path, tmp_path: Path) 
         [str(venv / "bin" / "pldc"), "compile", str(ruleset)], cwd=elsewhere, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert "[" in result.stdout and "Answer with exactly one label" in result.stdout
+    assert "[KEEP_FORBIDDEN]" in result.stdout
+    assert "Answer with exactly one label" in result.stdout
     reference = subprocess.run(
         [sys.executable, "-m", "pldc", "compile", str(ruleset)], cwd=ROOT, capture_output=True, text=True
     )

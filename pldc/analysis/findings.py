@@ -83,10 +83,14 @@ class AnalysisConfig:
 def format_witness(witness: dict[str, Value] | None) -> str:
     if not witness:
         return ""
-    parts = [
-        name if value is True else f"not {name}" if value is False else f"{name} = {value}"
-        for name, value in witness.items()
-    ]
+    parts = []
+    for name, value in witness.items():
+        if value is True:
+            parts.append(name)
+        elif value is False:
+            parts.append(f"not {name}")
+        else:
+            parts.append(f"{name} = {value}")
     return ", ".join(parts)
 
 

@@ -90,9 +90,9 @@ class OverlapIndex:
 def literal_conjunction(condition: ast.Condition) -> bool:
     """Whether ``condition`` is a conjunction of ``f``, ``not f`` and ``f is v`` literals only.
 
-    Such a condition holds exactly when its required literals do, which makes overlap and
+    Such a condition is true exactly when its required literals do, which makes overlap and
     implication tests between two of them set operations. A conjunction that contradicts itself
-    (``a and not a``) is not one: it holds nowhere.
+    (``a and not a``) is not one, because it is never true.
     """
     literals: dict[str, Value] = {}
     for leaf in _conjuncts(condition):
