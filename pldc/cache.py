@@ -45,9 +45,13 @@ def call_key(parts: Mapping[str, Any]) -> str:
 
 
 def default_cache_path() -> Path:
+    """``PLDC_CALL_CACHE`` if set, else ``calls.sqlite`` in pldc's cache home."""
+    import os
+
     from pldc.embedded import cache_home
 
-    return cache_home() / "calls.sqlite"
+    configured = os.environ.get("PLDC_CALL_CACHE")
+    return Path(configured) if configured else cache_home() / "calls.sqlite"
 
 
 class CallCache:

@@ -12,6 +12,12 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DATA = Path(os.environ.get("PLDC_DATA", ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def isolated_call_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep model call results of the tests out of the user's call cache."""
+    os.environ["PLDC_CALL_CACHE"] = str(tmp_path_factory.mktemp("calls") / "calls.sqlite")
+
+
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
