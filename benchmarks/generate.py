@@ -51,6 +51,8 @@ def generate_ruleset(
             if rng.random() < 0.8
             else f"({terms[0]} or {terms[1]}) and " + " and ".join(terms[2:] or terms[:1])
         )
+        if topics:
+            condition = f"topic is {rng.choice(topics)} and {condition}"
         lines += [
             "",
             f'rule R{index:05d} "Synthetic rule {index}" {{',

@@ -60,7 +60,10 @@ def order_rules(ruleset: ast.Ruleset) -> Ordering:
         return Ordering(list(rules), {r.id.value: r.effective_priority for r in rules}, errors)
 
     effective = effective_priorities(rules, graph)
-    _add_specificity(ruleset, rules, graph, effective)
+    from pldc.analysis.logic import existing_objects_frozen
+
+    with existing_objects_frozen():
+        _add_specificity(ruleset, rules, graph, effective)
 
     def key(rule_id: str) -> tuple[int, int]:
         return (-effective[rule_id], index[rule_id])
@@ -83,40 +86,61 @@ def _add_specificity(
     ruleset: ast.Ruleset, rules: tuple[ast.Rule, ...], graph: nx.DiGraph[str], effective: dict[str, int]
 ) -> None:
     """Add an edge from each rule to every equal-priority rule its condition strictly implies."""
+    from pldc.analysis.cubes import box_implies, implied_literals, to_boxes
     from pldc.analysis.logic import domains_of, implies
 
     usable = [r for r in rules if r.condition is not None]
     domains = domains_of(ruleset)
     if any(name not in domains for r in usable for name in _features(r)):
         return  # undefined features are reported by resolve; ordering them is meaningless
-    required = [required_literals(r.condition) for r in usable]  # type: ignore[arg-type]
+    boxes = [to_boxes(r.condition, domains) for r in usable]  # type: ignore[arg-type]
+    required = [
+        implied_literals(b) if b is not None else required_literals(r.condition)  # type: ignore[arg-type]
+        for r, b in zip(usable, boxes, strict=True)
+    ]
     tested = [_features(r) for r in usable]
-    # A condition implies another only if it tests every feature the other requires, so the
-    # candidates for "narrow implies wide" come from intersecting per-feature rule sets.
+    # A condition implies another only if it implies every literal the other requires. Literals
+    # read off the boxes are exact, so rules are pooled by the literals they imply; a rule too
+    # large for boxes may imply more than it is known to require and joins every pool.
+    implying: dict[tuple[str, object], set[int]] = {}
+    unknown = {position for position, b in enumerate(boxes) if b is None}
     tested_by: dict[str, set[int]] = {}
     for position, names in enumerate(tested):
         for name in names:
             tested_by.setdefault(name, set()).add(position)
+        for literal in required[position].items():
+            implying.setdefault(literal, set()).add(position)
+
+    def implication(narrow: int, wide: int) -> bool:
+        left, right = boxes[narrow], boxes[wide]
+        if left is None or right is None:
+            return implies(usable[narrow].condition, usable[wide].condition, domains)  # type: ignore[arg-type]
+        return box_implies(left, right, domains)
+
     overrides = graph.copy()
     added: list[tuple[str, str]] = []
+    unsatisfiable = {position for position, b in enumerate(boxes) if b == []}
     for j, wide in enumerate(usable):
+        if j in unsatisfiable:
+            continue  # implied by everything and implying everything; analysis reports it
         if required[j]:
-            pools = sorted((tested_by.get(name, set()) for name in required[j]), key=len)
-            candidates = set.intersection(*pools)
+            pools = sorted((implying.get(literal, set()) for literal in required[j].items()), key=len)
+            candidates = set.intersection(*pools) | unknown
         else:
             # A disjunction or negation requires nothing; compare with rules sharing a feature.
             # NOTE: a rule sharing no feature with it can still imply it only if it is a
             # tautology, which is left unordered.
             candidates = set().union(*(tested_by.get(name, set()) for name in tested[j]))
-        for i in candidates - {j}:
+        for i in candidates:
+            if i == j or i in unsatisfiable:
+                continue
             narrow = usable[i]
             a, b = narrow.id.value, wide.id.value
             if effective[a] != effective[b] or contradict(required[i], required[j]):
                 continue
-            assert narrow.condition is not None and wide.condition is not None
-            if not implies(narrow.condition, wide.condition, domains):
+            if not implication(i, j):
                 continue
-            if implies(wide.condition, narrow.condition, domains):
+            if implication(j, i):
                 continue  # equivalent conditions: file order decides
             if not nx.has_path(overrides, b, a):
                 graph.add_edge(a, b)

@@ -172,3 +172,42 @@ def test_reordering_file_keeps_forced_order(ruleset: ast.Ruleset, rng: random.Ra
     for a, b in forced:
         assert new_order.index(a) < new_order.index(b)
         assert original_order.index(a) < original_order.index(b)
+
+
+DOMAINS: dict[str, list[bool | str]] = {
+    "a": [False, True],
+    "b": [False, True],
+    "c": [False, True],
+    "colour": ["red", "green", "blue"],
+    "size": ["s", "m", "l", "xl"],
+}
+
+
+@st.composite
+def boxes(draw: st.DrawFn) -> dict[str, frozenset[bool | str]]:
+    names = draw(st.lists(st.sampled_from(sorted(DOMAINS)), unique=True, max_size=3))
+    return {
+        name: frozenset(draw(st.lists(st.sampled_from(DOMAINS[name]), min_size=1, max_size=len(DOMAINS[name]) - 1)))
+        for name in names
+    }
+
+
+def _inside(point: dict[str, bool | str], box: dict[str, frozenset[bool | str]]) -> bool:
+    return all(name in point and point[name] in values for name, values in box.items())
+
+
+@given(boxes(), st.lists(boxes(), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_solver_and_box_splitting_agree_on_cover(box: dict, covers: list) -> None:
+    from pldc.analysis.cubes import uncovered, witness
+    from pldc.analysis.sat import covered, escape
+
+    left = uncovered(box, covers, DOMAINS)
+    point = escape(box, covers, DOMAINS)
+    assert (left is None) == (point is None) == covered(box, covers, DOMAINS)
+    if point is not None:
+        assert _inside(point, box) and not any(_inside(point, cover) for cover in covers)
+    if left is not None:
+        full = {name: left[name] if name in left else frozenset(DOMAINS[name]) for name in DOMAINS}
+        example = {name: witness(full, DOMAINS).get(name, DOMAINS[name][0]) for name in DOMAINS}
+        assert _inside(example, box) and not any(_inside(example, cover) for cover in covers)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pldc import ast
 from pldc.analysis.findings import AnalysisConfig, Finding, to_diagnostic
+from pldc.analysis.logic import existing_objects_frozen
 from pldc.analysis.passes import PASSES, Context
 from pldc.errors import Diagnostic
 
@@ -38,20 +39,21 @@ def analyze(
 ) -> Analysis:
     """Run every pass on a ruleset that resolved without errors."""
     config = config or AnalysisConfig()
-    context = Context.build(ruleset, ordered, priorities)
     reasons = _allowances(ruleset)
     findings: list[tuple[Finding, str]] = []
     allowed: list[tuple[Finding, str]] = []
-    for run in PASSES:
-        for finding in run(context):
-            level = config.level(finding.kind)
-            if level == "off":
-                continue
-            reason = _allowed_by(finding, reasons)
-            if reason is not None:
-                allowed.append((finding, reason))
-            else:
-                findings.append((finding, level))
+    with existing_objects_frozen():
+        context = Context.build(ruleset, ordered, priorities)
+        results = [finding for run in PASSES for finding in run(context)]
+    for finding in results:
+        level = config.level(finding.kind)
+        if level == "off":
+            continue
+        reason = _allowed_by(finding, reasons)
+        if reason is not None:
+            allowed.append((finding, reason))
+        else:
+            findings.append((finding, level))
     return Analysis(findings, allowed)
 
 

@@ -9,7 +9,9 @@ returns a satisfying assignment when one exists and ``None`` when none does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pldc import ast
@@ -138,3 +140,18 @@ def domains_of(ruleset: ast.Ruleset) -> dict[str, list[Value]]:
     Trying false first makes witnesses read naturally, with as few features set as possible.
     """
     return {f.name.value: [False, True] if f.is_bool else list(f.value_names) for f in ruleset.features}
+
+
+@contextmanager
+def existing_objects_frozen() -> Iterator[None]:
+    """Keep the garbage collector from rescanning the objects that exist on entry.
+
+    Ordering and analysis allocate many small, short-lived objects. Every full collection they
+    trigger would otherwise walk the whole syntax tree again, which makes large rulesets cost
+    more than linear time (about 4x at 10,000 rules).
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 import networkx as nx
 
 from pldc import ast
+from pldc.analysis.cubes import Box, intersect, to_boxes, uncovered
+from pldc.analysis.cubes import witness as box_witness
 from pldc.analysis.findings import Finding
 from pldc.analysis.index import OverlapIndex, literal_conjunction
 from pldc.analysis.logic import BudgetExceeded, Value, conj, disj, domains_of, features_of, implies, neg, solve
+from pldc.analysis.sat import covered
 
 
 @dataclass
@@ -23,6 +26,7 @@ class Context:
     domains: dict[str, list[Value]]
     index: OverlapIndex
     overrides: nx.DiGraph[str]
+    boxes: list[list[Box] | None]
 
     @classmethod
     def build(cls, ruleset: ast.Ruleset, ordered: list[ast.Rule], priorities: dict[str, int]) -> Context:
@@ -30,7 +34,10 @@ class Context:
         graph: nx.DiGraph[str] = nx.DiGraph()
         graph.add_nodes_from(r.id.value for r in ruleset.rules)
         graph.add_edges_from((r.id.value, t.value) for r in ruleset.rules for t in r.overrides)
-        return cls(ruleset, ordered, priorities, domains_of(ruleset), OverlapIndex(ordered, one_of), graph)
+        domains = domains_of(ruleset)
+        index = OverlapIndex(ordered, one_of)
+        boxes = [to_boxes(r.condition, domains) if r.condition is not None else None for r in index.rules]
+        return cls(ruleset, ordered, priorities, domains, index, graph, boxes)
 
     def position(self, rule: ast.Rule) -> int:
         return self.index.rules.index(rule)
@@ -49,7 +56,7 @@ def _pair_overlaps(context: Context) -> list[tuple[ast.Rule, ast.Rule, dict[str,
             merged = {**context.index.required[i], **context.index.required[j]}
             witness: dict[str, Value] | None = {name: merged[name] for name in sorted(merged)}
         else:
-            witness = solve(conj(first.condition, second.condition), context.domains)
+            witness = _overlap(context, i, j)
         if witness is not None:
             found.append((first, second, witness))
     return found
@@ -101,8 +108,8 @@ def find_redundant(context: Context) -> list[Finding]:
         assert first.label is not None and second.label is not None
         if first.label.value != second.label.value:
             continue
-        forward = _may_imply(context, i, j) and implies(first.condition, second.condition, context.domains)
-        backward = _may_imply(context, j, i) and implies(second.condition, first.condition, context.domains)
+        forward = _may_imply(context, i, j) and _implies(context, i, j)
+        backward = _may_imply(context, j, i) and _implies(context, j, i)
         a, b = first.id.value, second.id.value
         if forward and backward:
             message = f"rules {a} and {b} have equivalent conditions and the same label {first.label.value}"
@@ -116,7 +123,7 @@ def find_redundant(context: Context) -> list[Finding]:
                 f"{wide.id.value}'s and both conclude {first.label.value}"
             )
             hint = f"remove {narrow.id.value}, or merge its provenance into {wide.id.value}"
-            witness = solve(narrow.condition, context.domains)  # type: ignore[arg-type]
+            witness = _example(context, i if forward else j)
             findings.append(
                 Finding("subsumed", message, (narrow.id.value, wide.id.value), (narrow.span, wide.span), hint, witness)
             )
@@ -133,6 +140,55 @@ def _may_imply(context: Context, narrow: int, wide: int) -> bool:
     return all(name in tested for name in context.index.required[wide])
 
 
+def _overlap(context: Context, first: int, second: int) -> dict[str, Value] | None:
+    """A witness that the rules at ``first`` and ``second`` can fire together, or None."""
+    left, right = context.boxes[first], context.boxes[second]
+    if left is None or right is None:
+        rules = context.index.rules
+        return solve(conj(rules[first].condition, rules[second].condition), context.domains)  # type: ignore[arg-type]
+    for a in left:
+        for b in right:
+            common = intersect(a, b)
+            if common is not None:
+                return box_witness(common, context.domains)
+    return None
+
+
+def _example(context: Context, position: int) -> dict[str, Value] | None:
+    """An assignment under which the rule at ``position`` fires, or None if none does."""
+    boxes = context.boxes[position]
+    if boxes is None:
+        return solve(context.index.rules[position].condition, context.domains)  # type: ignore[arg-type]
+    return box_witness(boxes[0], context.domains) if boxes else None
+
+
+def _implies(context: Context, narrow: int, wide: int) -> bool:
+    """Whether rule ``narrow``'s condition implies rule ``wide``'s."""
+    narrow_boxes, wide_boxes = context.boxes[narrow], context.boxes[wide]
+    if narrow_boxes is None or wide_boxes is None:
+        rules = context.index.rules
+        return implies(rules[narrow].condition, rules[wide].condition, context.domains)  # type: ignore[arg-type]
+    return all(uncovered(box, wide_boxes, context.domains) is None for box in narrow_boxes)
+
+
+def _covered(context: Context, position: int, earlier: list[int]) -> bool:
+    """Whether the rules at ``earlier`` cover the whole condition of the rule at ``position``.
+
+    Boxes go to the SAT solver, which is exact and, unlike splitting boxes, quick to prove that
+    many small rules together cover a large one. A condition too large for boxes goes to the
+    search in ``logic``, which raises :class:`BudgetExceeded` after :data:`SHADOW_BUDGET` steps.
+    """
+    boxes = context.boxes[position]
+    covers = [context.boxes[j] for j in earlier]
+    if boxes is None or any(c is None for c in covers):
+        rules = context.index.rules
+        cover = disj(*(rules[j].condition for j in earlier))  # type: ignore[arg-type]
+        term = conj(rules[position].condition, neg(cover))  # type: ignore[arg-type]
+        return solve(term, context.domains, budget=SHADOW_BUDGET) is None
+    flat = [box for boxes_of in covers for box in boxes_of or ()]
+    return all(covered(box, flat, context.domains) for box in boxes)
+
+
 def find_shadowed(context: Context) -> list[Finding]:
     """Rules that never decide, because rules ordered before them cover their whole condition.
 
@@ -144,26 +200,25 @@ def find_shadowed(context: Context) -> list[Finding]:
     rules = context.index.rules
     for position, rule in enumerate(rules):
         assert rule.condition is not None
-        if solve(rule.condition, context.domains) is None:
+        if _example(context, position) is None:
             message = f"rule {rule.id.value} can never apply: its condition is unsatisfiable"
             hint = "fix the condition; a one-of feature takes one value and `x and not x` never holds"
             findings.append(Finding("unsatisfiable", message, (rule.id.value,), (rule.span,), hint))
             continue
-        earlier = [rules[j] for j in context.index.candidates(position) if j < position]
-        if not earlier:
+        positions = [j for j in context.index.candidates(position) if j < position]
+        if not positions:
             continue
-        cover = disj(*(r.condition for r in earlier if r.condition is not None))
         try:
-            if solve(conj(rule.condition, neg(cover)), context.domains, budget=SHADOW_BUDGET) is not None:
+            if not _covered(context, position, positions):
                 continue
         except BudgetExceeded:
             undecided.append(rule)
             continue
         # Name only the earlier rules that actually overlap this one.
-        covering = [r for r in earlier if solve(conj(rule.condition, r.condition), context.domains) is not None]  # type: ignore[arg-type]
+        covering = [rules[j] for j in positions if _overlap(context, position, j) is not None]
         names = ", ".join(r.id.value for r in covering)
         message = f"rule {rule.id.value} never decides: rules before it ({names}) cover its whole condition"
-        witness = solve(rule.condition, context.domains)
+        witness = _example(context, position)
         hint = f"move {rule.id.value} earlier with `overrides` or a higher priority, or remove it"
         findings.append(
             Finding(
@@ -190,18 +245,23 @@ def find_gaps(context: Context) -> list[Finding]:
     if not conditions or task is None:
         return []
     try:
-        witness = solve(neg(disj(*conditions)), context.domains, budget=SHADOW_BUDGET * 10)
+        if any(boxes is None for boxes in context.boxes):
+            found = solve(neg(disj(*conditions)), context.domains, budget=SHADOW_BUDGET * 10)
+        else:
+            flat = [box for boxes in context.boxes for box in boxes or ()]
+            region = uncovered({}, flat, context.domains, [SHADOW_BUDGET * 10])
+            found = None if region is None else box_witness(region, context.domains)
     except BudgetExceeded:
         message = "whether some inputs match no rule was not decided within the search budget"
         return [
             Finding("undecided", message, (), (task.span,), "check the default label's region by hand", subject="gap")
         ]
-    if witness is None:
+    if found is None:
         return []
     default = task.default.value if task.default else "?"
     message = f"some inputs match no rule, so the default label {default} applies"
     hint = "add rules for the region, or accept it (`--allow gap`)"
-    return [Finding("gap", message, (), (task.span,), hint, witness, subject=default)]
+    return [Finding("gap", message, (), (task.span,), hint, found, subject=default)]
 
 
 def find_unused(context: Context) -> list[Finding]:
