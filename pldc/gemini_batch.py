@@ -139,8 +139,8 @@ def import_batch(path: Path, examples: Sequence[Example], store: ExtractStore, t
             continue
         line = _read_line(raw)
         key = line.key
-        if key is None or line.text is None:
-            result.problems.append(BatchProblem(key, number, line.problem or "no answer text"))
+        if key is None:
+            result.problems.append(BatchProblem(None, number, line.problem or "malformed line"))
             continue
         if key in seen:
             result.problems.append(BatchProblem(key, number, "key appears more than once; only the first is used"))
@@ -149,6 +149,9 @@ def import_batch(path: Path, examples: Sequence[Example], store: ExtractStore, t
         example = by_id.get(key)
         if example is None:
             result.problems.append(BatchProblem(key, number, "not an example id of the data file"))
+            continue
+        if line.text is None:
+            result.problems.append(BatchProblem(key, number, line.problem or "no answer text"))
             continue
         if key not in expected:
             result.already += 1
