@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pldc.data import FRAMINGS, Example
 from pldc.errors import ModelError, UsageError
-from pldc.gemini import DEFAULT_TEACHER_MODEL
+from pldc.gemini import DEFAULT_TEACHER_MODEL, THINKING_LEVELS
 
 if TYPE_CHECKING:
     from pldc.cache import CallCache
@@ -52,6 +52,9 @@ def add_distill_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     teacher.add_argument(
         "--thinking-budget", type=int, help="thinking tokens per answer: -1 dynamic, 0 off (default: the model's)"
     )
+    teacher.add_argument(
+        "--thinking-level", choices=THINKING_LEVELS, help="thinking level of Gemini 3 models (default: the model's)"
+    )
     teacher.add_argument("--temperature", type=float, help="sampling temperature (default: the model's)")
     teacher.add_argument("--workers", type=int, default=4, help="requests in flight at once (default 4)")
     teacher.add_argument("--max-attempts", type=int, default=5, help="requests per call on HTTP 429/5xx (default 5)")
@@ -82,6 +85,7 @@ def run_extract(args: argparse.Namespace) -> int:
     settings = GeminiSettings(
         model=args.model,
         thinking_budget=args.thinking_budget,
+        thinking_level=args.thinking_level,
         temperature=args.temperature,
         max_attempts=args.max_attempts,
         max_reasks=args.max_reasks,

@@ -47,6 +47,8 @@ API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 DEFAULT_TEACHER_MODEL = "gemini-3-flash-preview"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # Finish reasons that mean the model declined to answer, as opposed to stopping or running out of tokens.
+# Gemini 3 models take a thinking level; Gemini 2.5 models take a token budget. The API rejects both at once.
+THINKING_LEVELS = ("minimal", "low", "medium", "high")
 REFUSAL_REASONS = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 )
@@ -77,12 +79,14 @@ def api_key_from_env() -> str:
 class GeminiSettings:
     """The model, its generation parameters and the client's retry policy.
 
-    ``thinking_budget`` is the thinking token budget sent in ``thinkingConfig`` (None leaves the
-    model's default). Delays are in seconds; ``timeout`` bounds one HTTP request.
+    ``thinking_budget`` (tokens; -1 dynamic, 0 off) and ``thinking_level`` (one of
+    :data:`THINKING_LEVELS`) are sent in ``thinkingConfig``; None leaves the model's default, and
+    at most one of them may be set. Delays are in seconds; ``timeout`` bounds one HTTP request.
     """
 
     model: str = DEFAULT_TEACHER_MODEL
     thinking_budget: int | None = None
+    thinking_level: str | None = None
     temperature: float | None = None
     max_attempts: int = 5
     max_reasks: int = 2
@@ -98,10 +102,25 @@ class GeminiSettings:
             raise UsageError("--max-reasks must be 0 or more")
         if self.thinking_budget is not None and self.thinking_budget < -1:
             raise UsageError("--thinking-budget must be -1 (dynamic), 0 (off) or a positive token count")
+        if self.thinking_level is not None and self.thinking_level not in THINKING_LEVELS:
+            raise UsageError(f"--thinking-level must be one of {', '.join(THINKING_LEVELS)}")
+        if self.thinking_level is not None and self.thinking_budget is not None:
+            raise UsageError("give --thinking-budget or --thinking-level, not both; the Gemini API rejects both")
 
     def parameters(self) -> dict[str, Any]:
         """The parameters that change what the model answers, as stored in cache keys."""
-        return {"temperature": self.temperature, "thinking_budget": self.thinking_budget}
+        parameters: dict[str, Any] = {"temperature": self.temperature, "thinking_budget": self.thinking_budget}
+        if self.thinking_level is not None:
+            parameters["thinking_level"] = self.thinking_level
+        return parameters
+
+    def thinking_config(self) -> dict[str, Any] | None:
+        """The REST ``thinkingConfig`` object, or None to leave the model's default."""
+        if self.thinking_budget is not None:
+            return {"thinkingBudget": self.thinking_budget}
+        if self.thinking_level is not None:
+            return {"thinkingLevel": self.thinking_level.upper()}
+        return None
 
 
 @dataclass(frozen=True)
@@ -140,8 +159,9 @@ class GeminiRequest:
             config["temperature"] = settings.temperature
         if self.max_output_tokens is not None:
             config["maxOutputTokens"] = self.max_output_tokens
-        if settings.thinking_budget is not None:
-            config["thinkingConfig"] = {"thinkingBudget": settings.thinking_budget}
+        thinking = settings.thinking_config()
+        if thinking is not None:
+            config["thinkingConfig"] = thinking
         return config
 
     def rest_body(self, settings: GeminiSettings) -> dict[str, Any]:
@@ -341,9 +361,8 @@ class GeminiClient:
     def _sdk_config(self, request: GeminiRequest) -> genai_types.GenerateContentConfig:
         from google.genai import types
 
-        thinking = None
-        if self.settings.thinking_budget is not None:
-            thinking = types.ThinkingConfig(thinking_budget=self.settings.thinking_budget)
+        thinking_config = self.settings.thinking_config()
+        thinking = types.ThinkingConfig.model_validate(thinking_config) if thinking_config is not None else None
         return types.GenerateContentConfig(
             system_instruction=request.system,
             response_mime_type=request.response_mime_type,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pldc.data import Example
 from pldc.distill import ExtractionPrompt, ExtractRecord, ExtractStore, parse_extraction, pending_examples
@@ -48,9 +48,16 @@ class Content(_Rest):
 
 
 class ThinkingConfig(_Rest):
-    """The thinking token budget: -1 dynamic, 0 off, or a token count."""
+    """Either a thinking token budget (-1 dynamic, 0 off, or a token count) or a thinking level."""
 
-    thinkingBudget: int = Field(ge=-1)
+    thinkingBudget: int | None = Field(default=None, ge=-1)
+    thinkingLevel: Literal["MINIMAL", "LOW", "MEDIUM", "HIGH"] | None = None
+
+    @model_validator(mode="after")
+    def _one_control(self) -> ThinkingConfig:
+        if (self.thinkingBudget is None) == (self.thinkingLevel is None):
+            raise ValueError("set exactly one of thinkingBudget and thinkingLevel")
+        return self
 
 
 class GenerationConfig(_Rest):

@@ -354,6 +354,17 @@ def test_export_batch_lines_validate(tmp_path: Path, dataset: Dataset, prompt: E
     assert lines[1]["request"]["contents"][0]["parts"][0]["text"].endswith("Gold label: negative")
 
 
+def test_export_batch_thinking_level(tmp_path: Path, dataset: Dataset, prompt: ExtractionPrompt) -> None:
+    path = tmp_path / "batch.jsonl"
+    settings = GeminiSettings(thinking_level="high")
+    export_batch(path, dataset.examples, prompt, settings, ExtractStore(tmp_path / "run"))
+    first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    assert first["request"]["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "HIGH"}
+    config = types.GenerateContentConfig.model_validate(first["request"]["generationConfig"])
+    assert config.thinking_config is not None
+    assert config.thinking_config.thinking_level == types.ThinkingLevel.HIGH
+
+
 def test_export_batch_skips_extracted(tmp_path: Path, dataset: Dataset, prompt: ExtractionPrompt) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -16,7 +16,7 @@ from gemini_server import GeminiServer, serve
 
 from pldc.cache import CallCache
 from pldc.data import Example
-from pldc.errors import ModelError
+from pldc.errors import ModelError, UsageError
 from pldc.gemini import (
     GeminiClient,
     GeminiRequest,
@@ -241,3 +241,17 @@ def test_student_score_raises_model_error(server: GeminiServer, cache: CallCache
     student = GeminiStudent(make_client(server, cache), ["positive", "negative"])
     with pytest.raises(ModelError, match="generate mode"):
         student.score("Label the review.", [], ["positive", "negative"], ["review"])
+
+
+def test_thinking_level_sent_to_model(server: GeminiServer, cache: CallCache) -> None:
+    client = make_client(server, cache, thinking_budget=None, thinking_level="low")
+    client.ask("r1", verdict_request("Great blender, works every morning."), parse_verdict)
+    thinking = server.requests[0].body["generationConfig"]["thinkingConfig"]
+    assert thinking.get("thinkingLevel", thinking.get("thinking_level")) == "LOW"
+    assert "thinkingBudget" not in thinking
+    assert "thinking_budget" not in thinking
+
+
+def test_thinking_budget_and_level_exclusive() -> None:
+    with pytest.raises(UsageError, match="not both"):
+        GeminiSettings(thinking_budget=128, thinking_level="high")
