@@ -284,7 +284,7 @@ class ExtractStore:
         others = sorted({record.teacher for record in self.records.values()} - {teacher})
         if others:
             raise UsageError(
-                f"{self.path} holds answers from {', '.join(others)}, not {teacher}; "
+                f"{self.path} contains records from {', '.join(others)}, not {teacher}; "
                 "use another --run-dir or the same --model"
             )
 
@@ -306,7 +306,7 @@ class ExtractStore:
 
 @dataclass
 class ExtractReport:
-    """What an extraction run did: examples answered now, found in the run directory, and failed."""
+    """The outcome of an extraction run: examples extracted now, found in the run directory, and failed."""
 
     extracted: int = 0
     skipped: int = 0

@@ -108,7 +108,11 @@ def run_extract(args: argparse.Namespace) -> int:
     if args.import_batch is not None:
         return _import(args.import_batch, dataset.examples, store, settings.model)
 
-    mode = CacheMode.OFF if args.no_cache else CacheMode.REFRESH if args.refresh else CacheMode.USE
+    mode = CacheMode.USE
+    if args.no_cache:
+        mode = CacheMode.OFF
+    elif args.refresh:
+        mode = CacheMode.REFRESH
     call_cache = CallCache(mode=mode)
     try:
         return _extract_live(dataset.examples, prompt, settings, call_cache, store, args.workers)

@@ -123,7 +123,7 @@ class BatchProblem:
 
 @dataclass
 class BatchImport:
-    """What an import did: records written, keys already extracted, and every problem."""
+    """The outcome of an import: records written, keys already extracted, and every problem."""
 
     imported: int = 0
     already: int = 0
