@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pldc.data import Example
 from pldc.distill import ExtractionPrompt, ExtractRecord, ExtractStore, parse_extraction, pending_examples
-from pldc.errors import InputError
 from pldc.files import open_output, read_text
 from pldc.gemini import REFUSAL_REASONS, GeminiSettings, RejectedAnswer
 
@@ -228,14 +227,3 @@ def _response_text(key: str, response: dict[str, Any]) -> _ResultLine:
 
 def _get(document: dict[str, Any], camel: str, snake: str) -> Any:
     return document.get(camel, document.get(snake))
-
-
-def check_batch_file(path: Path) -> list[BatchRequestLine]:
-    """Read and validate a Batch API input file, raising :class:`InputError` on the first bad line."""
-    lines: list[BatchRequestLine] = []
-    for number, raw in enumerate(read_text(path).splitlines(), start=1):
-        try:
-            lines.append(BatchRequestLine.model_validate_json(raw))
-        except ValueError as error:
-            raise InputError(f"{path}:{number}: not a valid batch request line: {error}") from None
-    return lines

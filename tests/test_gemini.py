@@ -255,3 +255,13 @@ def test_thinking_level_sent_to_model(server: GeminiServer, cache: CallCache) ->
 def test_thinking_budget_and_level_exclusive() -> None:
     with pytest.raises(UsageError, match="not both"):
         GeminiSettings(thinking_budget=128, thinking_level="high")
+
+
+def test_timeouts_exhausted_raise_model_error(server: GeminiServer, cache: CallCache) -> None:
+    server.delay = 1.5
+    client = make_client(server, cache, timeout=0.3, max_attempts=2)
+    with pytest.raises(ModelError) as raised:
+        client.ask("r1", verdict_request("Great blender, works every morning."), parse_verdict)
+    assert "after 2 attempts" in str(raised.value)
+    assert "Timeout" in str(raised.value)
+    assert server.calls_for("verdict-blender") == 2
