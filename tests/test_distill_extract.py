@@ -276,6 +276,8 @@ def test_cli_extract_then_rerun_calls_nothing(tmp_path: Path, server: GeminiServ
     first = subprocess.run([sys.executable, "-m", "pldc", *command], capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr
     assert "6 extracted" in first.stdout
+    # Nothing is left to ask, so the re-run needs no API key.
+    env.pop("GEMINI_API_KEY")
     second = subprocess.run([sys.executable, "-m", "pldc", *command], capture_output=True, text=True, env=env)
     assert second.returncode == 0, second.stderr
     assert "0 extracted, 6 already" in second.stdout
@@ -292,6 +294,30 @@ def test_cli_refusal_exits_4_naming_example(tmp_path: Path, server: GeminiServer
     assert "example r5" in result.stderr
     assert "1 examples have no rule (r5)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_server_errors_exit_4_without_key(tmp_path: Path, server: GeminiServer) -> None:
+    server.inject("r1", "500", "500")
+    env = cli_env(server, tmp_path)
+    command = ["distill", "extract", str(TASK), *DATA_ARGS, "--run-dir", str(tmp_path / "run")]
+    command += ["--workers", "1", "--max-attempts", "2"]
+    result = subprocess.run([sys.executable, "-m", "pldc", *command], capture_output=True, text=True, env=env)
+    assert result.returncode == 4
+    assert "example r1: Gemini request failed after 2 attempts (HTTP 500 INTERNAL)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "test-key" not in result.stdout + result.stderr
+    assert server.calls_for("r1") == 2
+
+
+def test_cli_missing_api_key_exits_4(tmp_path: Path, server: GeminiServer) -> None:
+    env = cli_env(server, tmp_path)
+    env.pop("GEMINI_API_KEY")
+    env.pop("GOOGLE_API_KEY", None)
+    command = ["distill", "extract", str(TASK), *DATA_ARGS, "--run-dir", str(tmp_path / "run")]
+    result = subprocess.run([sys.executable, "-m", "pldc", *command], capture_output=True, text=True, env=env)
+    assert result.returncode == 4
+    assert "set GEMINI_API_KEY" in result.stderr
+    assert server.total_calls == 0
 
 
 def test_killed_extraction_resumes_without_repeated_calls(tmp_path: Path) -> None:
