@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pldc")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 DEFAULT_TEACHER_MODEL = "gemini-3-flash-preview"
@@ -230,7 +231,7 @@ class GeminiClient:
         self._client_lock = threading.Lock()
         self._transport_errors = _transient_transport_errors()
 
-    def _sdk_client(self) -> Client:
+    def sdk_client(self) -> Client:
         """Create the SDK client on first use, so that a fully cached run needs no API key."""
         with self._client_lock:
             if self._client is None:
@@ -311,18 +312,27 @@ class GeminiClient:
     def _send(
         self, request_id: str, request: GeminiRequest, contents: list[dict[str, Any]]
     ) -> genai_types.GenerateContentResponse:
-        """Send one generateContent call, retrying transient failures with backoff."""
-        from google.genai import errors, types
+        """Send one generateContent call, retrying transient failures."""
+        from google.genai import types
 
-        client = self._sdk_client()
+        client = self.sdk_client()
         config = self._sdk_config(request)
         turns = [types.Content.model_validate(turn) for turn in contents]
+        return self.call_with_retries(
+            request_id,
+            lambda: client.models.generate_content(model=self.settings.model, contents=turns, config=config),
+        )
+
+    def call_with_retries(self, request_id: str, call: Callable[[], R]) -> R:
+        """Run one SDK call, retrying transient failures with backoff; raise :class:`ModelError` otherwise."""
+        from google.genai import errors
+
         last = ""
         for attempt in range(1, self.settings.max_attempts + 1):
             retry_after: float | None = None
             try:
                 self.stats.add(requests=1)
-                return client.models.generate_content(model=self.settings.model, contents=turns, config=config)
+                return call()
             except errors.APIError as error:
                 last = self.redact(f"HTTP {error.code} {error.status}")
                 if error.code not in RETRYABLE_STATUS:

@@ -18,8 +18,12 @@ recorded response is served once the queue is empty. The faults are:
 - ``"refusal"``: status 200 whose only candidate stopped with finishReason SAFETY and no content;
 - ``"blocked"``: status 200 with no candidates and a prompt blocked for SAFETY.
 
-The server counts requests per reply name (``calls``) and keeps every request body
-(``requests``), so tests can check how many calls a client made.
+It also answers ``:batchEmbedContents`` and ``:embedContent`` from a fixture of recorded
+embeddings, ``{"embeddings": [{"text": "...", "values": [...]}]}``, and serves the faults
+``"429"`` and ``"500"`` queued with :meth:`GeminiServer.inject_embedding`.
+
+The server counts requests per reply name (``calls``) and texts embedded (``embedded``), and
+keeps every request body (``requests``), so tests can check how many calls a client made.
 """
 
 from __future__ import annotations
@@ -66,7 +70,13 @@ class RecordedRequest:
 def load_replies(path: Path) -> list[Reply]:
     """Read a fixture file of recorded replies."""
     document = json.loads(path.read_text(encoding="utf-8"))
-    return [Reply(entry["name"], entry["match"], entry["response"]) for entry in document["replies"]]
+    return [Reply(entry["name"], entry["match"], entry["response"]) for entry in document.get("replies", [])]
+
+
+def load_embeddings(path: Path) -> dict[str, list[float]]:
+    """Read a fixture file of recorded embeddings, keyed by text."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return {entry["text"]: entry["values"] for entry in document.get("embeddings", [])}
 
 
 def request_text(body: dict[str, Any]) -> str:
@@ -86,8 +96,17 @@ def request_text(body: dict[str, Any]) -> str:
 class GeminiServer:
     """A threaded HTTP server that replays recorded Gemini responses and injects faults."""
 
-    def __init__(self, replies: list[Reply], delay: float = 0.0, retry_after: str = "0") -> None:
+    def __init__(
+        self,
+        replies: list[Reply],
+        delay: float = 0.0,
+        retry_after: str = "0",
+        embeddings: dict[str, list[float]] | None = None,
+    ) -> None:
         self.replies = replies
+        self.embeddings = embeddings or {}
+        self.embedded: Counter[str] = Counter()
+        self.embedding_faults: deque[str] = deque()
         self.delay = delay
         self.retry_after = retry_after
         self.calls: Counter[str] = Counter()
@@ -126,6 +145,13 @@ class GeminiServer:
             raise ValueError(f"unknown faults {unknown}; use {', '.join(FAULTS)}")
         self._reply(name).faults.extend(faults)
 
+    def inject_embedding(self, *faults: str) -> None:
+        """Queue ``"429"`` or ``"500"`` faults for the next embedding requests."""
+        unknown = [fault for fault in faults if fault not in ("429", "500")]
+        if unknown:
+            raise ValueError(f"unknown embedding faults {unknown}; use 429 or 500")
+        self.embedding_faults.extend(faults)
+
     def calls_for(self, name: str) -> int:
         with self._lock:
             return self.calls[name]
@@ -149,13 +175,17 @@ class GeminiServer:
         matched = _PATH.match(handler.path.split("?", 1)[0])
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length)
-        if matched is None or matched["method"] != "generateContent":
+        methods = ("generateContent", "batchEmbedContents", "embedContent")
+        if matched is None or matched["method"] not in methods:
             _send_json(handler, 404, _error(404, "NOT_FOUND", f"no route for {handler.path}"))
             return
         try:
             body = json.loads(raw)
         except json.JSONDecodeError:
             _send_json(handler, 400, _error(400, "INVALID_ARGUMENT", "request body is not JSON"))
+            return
+        if matched["method"] != "generateContent":
+            self._handle_embedding(handler, matched["model"], matched["method"], body)
             return
         with self._lock:
             reply, fault = self._select(body)
@@ -187,6 +217,31 @@ class GeminiServer:
             _send_json(handler, 200, {"promptFeedback": {"blockReason": "SAFETY"}})
         else:
             _send_json(handler, 200, reply.response)
+
+    def _handle_embedding(self, handler: BaseHTTPRequestHandler, model: str, method: str, body: dict[str, Any]) -> None:
+        requests = body.get("requests", [body]) if method == "batchEmbedContents" else [body]
+        texts = [request_text({"contents": [request.get("content", {})]}) for request in requests]
+        with self._lock:
+            self.requests.append(RecordedRequest(None, model, method, handler.headers.get("x-goog-api-key"), body))
+            fault = self.embedding_faults.popleft() if self.embedding_faults else None
+            if fault is None:
+                self.embedded.update(texts)
+        if fault == "429":
+            headers = {"Retry-After": self.retry_after}
+            _send_json(handler, 429, _error(429, "RESOURCE_EXHAUSTED", "Resource exhausted."), headers)
+            return
+        if fault == "500":
+            _send_json(handler, 500, _error(500, "INTERNAL", "An internal error has occurred."))
+            return
+        unknown = [text for text in texts if text not in self.embeddings]
+        if unknown:
+            _send_json(handler, 400, _error(400, "INVALID_ARGUMENT", f"no recorded embedding for {unknown[0]!r}"))
+            return
+        vectors = [{"values": self.embeddings[text]} for text in texts]
+        if method == "batchEmbedContents":
+            _send_json(handler, 200, {"embeddings": vectors})
+        else:
+            _send_json(handler, 200, {"embedding": vectors[0]})
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -237,7 +292,7 @@ def serve(fixture: str | Path, delay: float = 0.0) -> Iterator[GeminiServer]:
     path = Path(fixture)
     if not path.is_absolute() and not path.exists():
         path = FIXTURES / path
-    server = GeminiServer(load_replies(path), delay=delay).start()
+    server = GeminiServer(load_replies(path), delay=delay, embeddings=load_embeddings(path)).start()
     try:
         yield server
     finally:

@@ -14,6 +14,7 @@ pytest.importorskip("google.genai")
 
 from gemini_server import GeminiServer, serve
 
+from pldc import gemini_embed
 from pldc.cache import CallCache
 from pldc.data import Example
 from pldc.errors import ModelError, UsageError
@@ -28,6 +29,7 @@ from pldc.gemini import (
     api_key_from_env,
     parse_json_answer,
 )
+from pldc.gemini_embed import GeminiEmbedder
 
 SECRET_KEY = "test-key-9f8e7d6c5b4a"
 SCHEMA = {
@@ -265,3 +267,71 @@ def test_timeouts_exhausted_raise_model_error(server: GeminiServer, cache: CallC
     assert "after 2 attempts" in str(raised.value)
     assert "Timeout" in str(raised.value)
     assert server.calls_for("verdict-blender") == 2
+
+
+# ---- embeddings -------------------------------------------------------------
+
+RULE_TEXTS = [
+    "The review praises how well or how reliably the product works.",
+    "The review reports that the product broke, cracked or stopped working soon after purchase.",
+    "The review compliments the product's look, feel or noise level and makes no complaint.",
+    "The review reports a part that broke or cracked during normal first use.",
+    "The review complains that the seller or support did not help with a problem.",
+]
+
+
+@pytest.fixture
+def embedding_server() -> Iterator[GeminiServer]:
+    with serve("embeddings.json") as running:
+        yield running
+
+
+def rule_items(count: int = 5) -> list[tuple[str, str]]:
+    return [(f"r{index + 1}", text) for index, text in enumerate(RULE_TEXTS[:count])]
+
+
+def test_embeddings_returned_in_order(embedding_server: GeminiServer, cache: CallCache) -> None:
+    embedder = GeminiEmbedder(make_client(embedding_server, cache), dimensions=4)
+    vectors = embedder.embed(rule_items())
+    assert len(vectors) == 5
+    assert vectors[0] == [0.61, 0.12, -0.05, 0.78]
+    assert vectors[4] == [-0.40, 0.10, 0.90, 0.05]
+    [request] = embedding_server.requests
+    assert request.method == "batchEmbedContents"
+    assert request.model == "gemini-embedding-001"
+    assert request.body["requests"][0]["taskType"] == "CLUSTERING"
+    assert request.body["requests"][0]["outputDimensionality"] == 4
+
+
+def test_embeddings_cached_per_text(embedding_server: GeminiServer, cache: CallCache) -> None:
+    embedder = GeminiEmbedder(make_client(embedding_server, cache), dimensions=4)
+    embedder.embed(rule_items(3))
+    again = embedder.embed(rule_items(5))
+    assert len(again) == 5
+    assert all(count == 1 for count in embedding_server.embedded.values())
+    assert len(embedding_server.requests) == 2
+
+
+def test_embeddings_split_into_batches(
+    embedding_server: GeminiServer, cache: CallCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gemini_embed, "MAX_BATCH", 2)
+    embedder = GeminiEmbedder(make_client(embedding_server, cache), dimensions=4)
+    assert len(embedder.embed(rule_items())) == 5
+    assert [len(request.body["requests"]) for request in embedding_server.requests] == [2, 2, 1]
+
+
+def test_embedding_server_error_retried(embedding_server: GeminiServer, cache: CallCache) -> None:
+    embedding_server.inject_embedding("500", "429")
+    client = make_client(embedding_server, cache)
+    vectors = GeminiEmbedder(client, dimensions=4).embed(rule_items(2))
+    assert len(vectors) == 2
+    assert len(embedding_server.requests) == 3
+    assert client.stats.retries == 2
+
+
+def test_embedding_wrong_dimensions_raise(embedding_server: GeminiServer, cache: CallCache) -> None:
+    embedder = GeminiEmbedder(make_client(embedding_server, cache), dimensions=768)
+    with pytest.raises(ModelError, match="example r1: gemini-embedding-001 returned 4 dimensions, not 768"):
+        embedder.embed(rule_items(1))
+    assert len(cache) == 0
