@@ -298,11 +298,15 @@ class GeminiClient:
                 break
             self.stats.add(reasks=1)
             logger.info("example %s: answer rejected (%s); asking again", request_id, reason)
-            contents = [
-                *contents[:1],
-                {"role": "model", "parts": [{"text": text}]},
-                {"role": "user", "parts": [{"text": reask_message(reason)}]},
-            ]
+            if text:
+                contents = [
+                    contents[0],
+                    {"role": "model", "parts": [{"text": text}]},
+                    {"role": "user", "parts": [{"text": reask_message(reason)}]},
+                ]
+            else:
+                # The API rejects an empty model turn, so an empty answer is asked again as it was.
+                contents = contents[:1]
         attempts = self.settings.max_reasks + 1
         raise InvalidAnswerError(
             f"example {request_id}: {self.settings.model} gave no valid answer in {attempts} attempts "
@@ -396,7 +400,7 @@ class GeminiClient:
         parts = candidate.content.parts if candidate.content is not None and candidate.content.parts else []
         text = "".join(part.text for part in parts if part.text and not part.thought)
         if finish == "MAX_TOKENS":
-            # A cut-off answer goes through the parser, which rejects it, and is re-asked.
+            # A cut-off answer still goes to the parser; truncated JSON fails there and is re-asked.
             logger.info("example %s: answer cut off at the output token limit", request_id)
         usage = response.usage_metadata
         tokens = int(usage.candidates_token_count or 0) if usage is not None else 0
