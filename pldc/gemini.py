@@ -47,9 +47,9 @@ R = TypeVar("R")
 API_KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 DEFAULT_TEACHER_MODEL = "gemini-3-flash-preview"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-# Finish reasons that mean the model declined to answer, as opposed to stopping or running out of tokens.
 # Gemini 3 models take a thinking level; Gemini 2.5 models take a token budget. The API rejects both at once.
 THINKING_LEVELS = ("minimal", "low", "medium", "high")
+# Finish reasons that mean the model declined to answer, as opposed to stopping or running out of tokens.
 REFUSAL_REASONS = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 )
@@ -109,14 +109,14 @@ class GeminiSettings:
             raise UsageError("give --thinking-budget or --thinking-level, not both; the Gemini API rejects both")
 
     def parameters(self) -> dict[str, Any]:
-        """The parameters that change what the model answers, as stored in cache keys."""
+        """Return the parameters that change the model's output, as stored in cache keys."""
         parameters: dict[str, Any] = {"temperature": self.temperature, "thinking_budget": self.thinking_budget}
         if self.thinking_level is not None:
             parameters["thinking_level"] = self.thinking_level
         return parameters
 
     def thinking_config(self) -> dict[str, Any] | None:
-        """The REST ``thinkingConfig`` object, or None to leave the model's default."""
+        """Build the REST ``thinkingConfig`` object, or None to leave the model's default."""
         if self.thinking_budget is not None:
             return {"thinkingBudget": self.thinking_budget}
         if self.thinking_level is not None:
@@ -151,7 +151,7 @@ class GeminiRequest:
         }
 
     def generation_config(self, settings: GeminiSettings) -> dict[str, Any]:
-        """The REST ``generationConfig`` object (camelCase field names)."""
+        """Build the REST ``generationConfig`` object (camelCase field names)."""
         config: dict[str, Any] = {
             "responseMimeType": self.response_mime_type,
             "responseSchema": self.response_schema,
@@ -166,7 +166,7 @@ class GeminiRequest:
         return config
 
     def rest_body(self, settings: GeminiSettings) -> dict[str, Any]:
-        """The REST ``GenerateContentRequest`` body, as the Batch API takes it."""
+        """Build the REST ``GenerateContentRequest`` body, as the Batch API takes it."""
         return {
             "contents": [{"role": "user", "parts": [{"text": self.user}]}],
             "systemInstruction": {"parts": [{"text": self.system}]},
