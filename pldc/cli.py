@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_workflow_commands(commands)
     add_analysis_commands(commands)
+
+    from pldc.distill_cli import add_distill_commands
+
+    add_distill_commands(commands)
     return parser
 
 

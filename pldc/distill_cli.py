@@ -1,0 +1,164 @@
+"""``pldc distill``: build rules from labelled data with a teacher model.
+
+``pldc distill extract`` runs the first stage (one rule per training example, see
+:mod:`pldc.distill`). It talks to Gemini directly, or writes a Batch API input file
+(``--export-batch``) and reads the batch results back (``--import-batch``).
+
+Exit codes: 0 every example has a record; 1 ``--import-batch`` found missing, failed or invalid
+lines (each is listed; the valid ones are written); 2 invalid command line; 3 a missing or
+invalid file; 4 the teacher failed (a request that kept failing, or examples it refused or
+answered invalidly; each is listed and a re-run asks only those again); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pldc.data import FRAMINGS, Example
+from pldc.errors import ModelError, UsageError
+from pldc.gemini import DEFAULT_TEACHER_MODEL, THINKING_LEVELS
+
+if TYPE_CHECKING:
+    from pldc.cache import CallCache
+    from pldc.distill import ExtractionPrompt, ExtractStore
+    from pldc.gemini import GeminiSettings
+
+
+def add_distill_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    distill = commands.add_parser("distill", help="build rules from labelled data with a teacher model")
+    stages = distill.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    extract = stages.add_parser(
+        "extract",
+        help="ask the teacher for one rule per training example",
+        description="Ask the teacher for a rationale and one general rule per training example, "
+        "appending each answer to RUN_DIR/extract.jsonl. A re-run skips the examples already there.",
+    )
+    extract.add_argument("task", type=Path, metavar="TASK", help=".pld file with the task block (rules are ignored)")
+    extract.add_argument("--data", type=Path, required=True, help="labelled training data (JSONL, CSV or ContractNLI)")
+    extract.add_argument("--run-dir", type=Path, required=True, help="directory of the stage outputs")
+    extract.add_argument("--framing", choices=FRAMINGS, help="how to read the data (default: guessed from the file)")
+    extract.add_argument("--map", action="append", default=[], metavar="INPUT=FIELD", help="generic data: input field")
+    extract.add_argument("--label-field", default="label", help="generic data: the label column (default 'label')")
+    extract.add_argument("--limit", type=int, help="use only the first N examples")
+    extract.add_argument("--template", default="extract", help="extraction prompt template name or .j2 path")
+    teacher = extract.add_argument_group("teacher")
+    teacher.add_argument(
+        "--model", default=DEFAULT_TEACHER_MODEL, help=f"Gemini model (default {DEFAULT_TEACHER_MODEL})"
+    )
+    teacher.add_argument(
+        "--thinking-budget", type=int, help="thinking tokens per answer: -1 dynamic, 0 off (default: the model's)"
+    )
+    teacher.add_argument(
+        "--thinking-level", choices=THINKING_LEVELS, help="thinking level of Gemini 3 models (default: the model's)"
+    )
+    teacher.add_argument("--temperature", type=float, help="sampling temperature (default: the model's)")
+    teacher.add_argument("--workers", type=int, default=4, help="requests in flight at once (default 4)")
+    teacher.add_argument("--max-attempts", type=int, default=5, help="requests per call on HTTP 429/5xx (default 5)")
+    teacher.add_argument("--max-reasks", type=int, default=2, help="re-asks after an invalid answer (default 2)")
+    teacher.add_argument("--timeout", type=float, default=300.0, help="seconds per HTTP request (default 300)")
+    teacher.add_argument(
+        "--base-url", help="Gemini API endpoint (default: GOOGLE_GEMINI_BASE_URL, else Google's public endpoint)"
+    )
+    cache = extract.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the call cache")
+    cache.add_argument("--refresh", action="store_true", help="ask the teacher again and overwrite cached answers")
+    batch = extract.add_mutually_exclusive_group()
+    batch.add_argument("--export-batch", type=Path, metavar="FILE", help="write a Batch API input file; call nothing")
+    batch.add_argument("--import-batch", type=Path, metavar="FILE", help="read Batch API results into the run dir")
+    extract.set_defaults(handler=run_extract)
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from pldc.cache import CacheMode, CallCache
+    from pldc.data import load_dataset
+    from pldc.distill import ExtractionPrompt, ExtractStore
+    from pldc.eval_cli import _field_map as field_map
+    from pldc.gemini import GeminiSettings
+    from pldc.pipeline import load_ruleset
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    settings = GeminiSettings(
+        model=args.model,
+        thinking_budget=args.thinking_budget,
+        thinking_level=args.thinking_level,
+        temperature=args.temperature,
+        max_attempts=args.max_attempts,
+        max_reasks=args.max_reasks,
+        timeout=args.timeout,
+        base_url=args.base_url,
+    )
+    task = load_ruleset(args.task).ruleset.task
+    if task is None:
+        raise UsageError(f"{args.task}: no task block; extraction needs the task's inputs and labels")
+    dataset = load_dataset(args.data, task, args.framing, field_map(args.map), args.label_field, args.limit)
+    prompt = ExtractionPrompt.load(task, args.template)
+    store = ExtractStore(args.run_dir)
+
+    if args.export_batch is not None:
+        from pldc.gemini_batch import export_batch
+
+        written = export_batch(args.export_batch, dataset.examples, prompt, settings, store)
+        print(f"wrote {written} batch requests to {args.export_batch} ({len(store.records)} examples already done)")
+        return 0
+    if args.import_batch is not None:
+        return _import(args.import_batch, dataset.examples, store, settings.model)
+
+    mode = CacheMode.USE
+    if args.no_cache:
+        mode = CacheMode.OFF
+    elif args.refresh:
+        mode = CacheMode.REFRESH
+    call_cache = CallCache(mode=mode)
+    try:
+        return _extract_live(dataset.examples, prompt, settings, call_cache, store, args.workers)
+    finally:
+        call_cache.close()
+
+
+def _extract_live(
+    examples: Sequence[Example],
+    prompt: ExtractionPrompt,
+    settings: GeminiSettings,
+    call_cache: CallCache,
+    store: ExtractStore,
+    workers: int,
+) -> int:
+    from tqdm import tqdm
+
+    from pldc.distill import extract, pending_examples, summary_line
+    from pldc.gemini import GeminiClient
+
+    client = GeminiClient(settings, call_cache)
+    pending = len(pending_examples(examples, store))
+    with tqdm(total=pending, desc="extracting", unit="ex", file=sys.stderr, disable=None) as bar:
+        report = extract(examples, prompt, client, store, workers=workers, progress=bar.update)
+    stats = client.stats
+    print(summary_line(report, len(examples), store.path))
+    print(
+        f"teacher {settings.model}: {stats.requests} requests, {stats.cache_hits} cached answers, "
+        f"{stats.retries} retries, {stats.reasks} re-asks"
+    )
+    if report.failures:
+        raise ModelError(
+            f"{len(report.failures)} examples have no rule ({', '.join(report.failures[:10])}"
+            f"{', ...' if len(report.failures) > 10 else ''}); see the warnings above, then re-run to ask again"
+        )
+    return 0
+
+
+def _import(path: Path, examples: Sequence[Example], store: ExtractStore, teacher: str) -> int:
+    from pldc.gemini_batch import import_batch
+
+    result = import_batch(path, examples, store, teacher)
+    for problem in result.problems:
+        print(f"pldc: {problem.render(path)}", file=sys.stderr)
+    print(
+        f"imported {result.imported} answers from {path} into {store.path}; "
+        f"{result.already} already there, {len(result.problems)} problems"
+    )
+    return 1 if result.problems else 0
