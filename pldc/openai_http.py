@@ -164,7 +164,7 @@ def _rejected_message(url: str, status: int, body: str) -> str:
 
 
 def _error_detail(body: str) -> str:
-    """The server's error message from an OpenAI-style error body, on one line and shortened."""
+    """Extract the server's error message from an OpenAI-style error body, on one line and shortened."""
     try:
         decoded = json.loads(body)
     except json.JSONDecodeError:
