@@ -12,9 +12,10 @@ and scores labels in the first of these ways that works:
 
 ``logprobs``
     Each request sets ``logprobs`` and requests the :data:`TOP_LOGPROBS` most likely
-    alternatives at each answer position. A label's score is the sum of the log-probabilities of the tokens
-    that spell it, read along the answer: at each position, the alternative with the longest
-    text that continues the label, with leading whitespace ignored at the first position.
+    alternatives at each of the first :data:`LOGPROB_POSITIONS` answer positions. A label's
+    score is the sum of the log-probabilities of the tokens that spell it, read along the
+    answer: at each position, the alternative with the longest text that continues the label,
+    with leading whitespace ignored at the first position.
     The score is exact when the label is the greedy answer, or when it is spelt by one token
     among the alternatives (the usual case for one-word labels). Otherwise it is an upper
     bound: when the label's next token is not among the alternatives, the least likely
@@ -28,9 +29,9 @@ and scores labels in the first of these ways that works:
     ``response_format`` with a JSON schema whose ``label`` property is an enum of the labels
     (llama-server, Ollama, OpenAI). Scored as ``guided-choice``.
 ``generate``
-    A free greedy answer, matched to a label by :func:`match_label`; the matched label scores
-    0 and the others minus infinity, and an answer that names no label scores minus infinity
-    for every label.
+    A free greedy answer, matched to a label by :func:`match_label`. The matched label scores
+    0 and the others minus infinity. An answer that names no label scores minus infinity for
+    every label.
 
 Only ``logprobs`` gives log-probabilities, so only it sets ``supports_logprobs``.
 
