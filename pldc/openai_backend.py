@@ -153,7 +153,8 @@ class OpenAIBackend:
                 raise
             logger.debug("server rejected logprobs: %s", error)
         else:
-            if _answer_positions(response):
+            # A server that ignores top_logprobs returns the generated token alone at each position.
+            if any(len(alternatives) > 1 for _, alternatives in _answer_positions(response)):
                 return self._chose(Scoring.LOGPROBS, f"label log-probabilities from the top {TOP_LOGPROBS} tokens")
         for scoring in (Scoring.GUIDED_CHOICE, Scoring.JSON_SCHEMA):
             try:
@@ -318,7 +319,11 @@ def label_logprob(label: str, positions: Sequence[tuple[str, dict[str, float]]])
 
 
 def _answer_positions(response: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    """The generated token and its alternatives at each answer position; empty without logprobs."""
+    """Extract the generated token and its alternatives at each answer position; empty without logprobs.
+
+    The generated token is among its own alternatives. Under greedy decoding it is the likeliest,
+    so with no other alternative its log-probability still bounds every other token's.
+    """
     try:
         content = response["choices"][0]["logprobs"]["content"]
     except (KeyError, IndexError, TypeError):
@@ -333,8 +338,6 @@ def _answer_positions(response: dict[str, Any]) -> list[tuple[str, dict[str, flo
             if isinstance(token, str) and isinstance(logprob, int | float):
                 # Distinct token ids can decode to the same text; keep the likelier.
                 alternatives[token] = max(float(logprob), alternatives.get(token, -math.inf))
-        if len(alternatives) < 2:
-            return []
         positions.append((entry["token"], alternatives))
     return positions
 

@@ -362,6 +362,11 @@ def test_label_logprob_missing_token_bounded() -> None:
     assert label_logprob("profession", positions) == (-1.9, False)
 
 
+def test_logprobs_without_alternatives_not_detected(fake: FakeServer) -> None:
+    fake.answer = lambda body: Reply(body=completion("race", [{"token": "race", "logprob": -0.1, "top_logprobs": []}]))
+    assert backend(fake, scoring=None).scoring is Scoring.GENERATE
+
+
 def test_identity_has_no_key(fake: FakeServer, api_key: str) -> None:
     identity = backend(fake).identity()
     assert identity == {"backend": "openai", "base_url": fake.url, "model": "fake-model"}
