@@ -182,7 +182,7 @@ class OpenAIBackend:
         input_names: Sequence[str],
         progress: Callable[[int], None] | None = None,
     ) -> list[list[float]]:
-        """Per example, a score for each label in ``labels`` order (see the module docstring)."""
+        """Score every label of each example, in ``labels`` order (see the module docstring)."""
         if len(set(labels)) != len(labels) or not all(labels):
             raise ModelError(f"labels must be distinct and non-empty: {list(labels)}")
         if self.scoring is Scoring.LOGPROBS:
@@ -215,7 +215,7 @@ class OpenAIBackend:
         max_new_tokens: int,
         progress: Callable[[int], None] | None = None,
     ) -> list[Generation]:
-        """Per example, the greedy answer, its completion token count (from ``usage``) and the request's seconds."""
+        """Generate the greedy answer to each example, with its completion token count (from ``usage``) and seconds."""
 
         def one(example: Example) -> Generation:
             started = time.perf_counter()
@@ -224,7 +224,10 @@ class OpenAIBackend:
             usage = response.get("usage")
             tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
             if not isinstance(tokens, int):
-                raise ModelError(f"{self._url()} returned no usage.completion_tokens; pldc needs it to report cost")
+                raise ModelError(
+                    f"{self._url()} returned no usage.completion_tokens, which pldc reports as cost; "
+                    "use a server that returns usage"
+                )
             return Generation(_content(response), tokens, seconds)
 
         return self._map(one, examples, progress)
@@ -251,9 +254,14 @@ class OpenAIBackend:
         # A token covers at least one byte, so a label needs at most its UTF-8 length in tokens.
         longest = max(len(label.encode("utf-8")) for label in labels)
         if self.scoring is Scoring.GENERATE:
-            return match_label(_content(self._chat(messages, max_tokens=longest + 8)), labels)
-        response = self._chat(messages, max_tokens=longest + 32, **_constraint(self.scoring, labels))
-        return _constrained_label(self.scoring, _content(response), labels)
+            answer = _content(self._chat(messages, max_tokens=longest + 8))
+            label = match_label(answer, labels)
+        else:
+            answer = _content(self._chat(messages, max_tokens=longest + 32, **_constraint(self.scoring, labels)))
+            label = _constrained_label(self.scoring, answer, labels)
+        if label is None:
+            logger.debug("answer to example %s names no label: %r", example.id, answer[:200])
+        return label
 
     # -- requests -------------------------------------------------------------
 
@@ -293,7 +301,7 @@ class OpenAIBackend:
 
 
 def label_logprob(label: str, positions: Sequence[tuple[str, dict[str, float]]]) -> tuple[float, bool]:
-    """Return the log-probability of ``label`` read from the answer's positions, and whether it is exact.
+    """Compute the log-probability of ``label`` from the answer's positions, and whether it is exact.
 
     ``positions`` holds, per answer token, the generated token and its alternatives with their
     log-probabilities. The module docstring describes when the result is an upper bound.
@@ -336,7 +344,7 @@ def _answer_positions(response: dict[str, Any]) -> list[tuple[str, dict[str, flo
         for item in [entry, *(entry.get("top_logprobs") or [])]:
             token, logprob = item.get("token"), item.get("logprob")
             if isinstance(token, str) and isinstance(logprob, int | float):
-                # Distinct token ids can decode to the same text; keep the likelier.
+                # Distinct token ids can decode to the same text, so keep the likelier.
                 alternatives[token] = max(float(logprob), alternatives.get(token, -math.inf))
         positions.append((entry["token"], alternatives))
     return positions
