@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from pldc.backend_cli import add_backend_arguments, check_backend_arguments, load_backend
 from pldc.data import FRAMINGS
 from pldc.errors import UsageError
 
@@ -37,6 +38,7 @@ def add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     parser.add_argument("--label-field", default="label", help="generic data: the label column (default 'label')")
     parser.add_argument("--predictions", type=Path, help="write per-example predictions to this JSONL file")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_backend_arguments(parser)
     parser.set_defaults(handler=run_eval)
 
 
@@ -64,13 +66,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from pldc.data import load_dataset
     from pldc.evaluate import evaluate
     from pldc.files import open_output
+    from pldc.openai_backend import OpenAIBackend
     from pldc.pipeline import load_ruleset
-    from pldc.student import load_student
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    check_backend_arguments(args)
     field_map = _field_map(args.map)
     checked = load_ruleset(args.ruleset)
     task = checked.ruleset.task
@@ -79,7 +82,7 @@ def run_eval(args: argparse.Namespace) -> int:
     # Fail on a bad template or output path now, not after minutes of scoring.
     compile_prompt(checked.ruleset, checked.ordered, args.template)
     predictions = open_output(args.predictions) if args.predictions is not None else None
-    student = load_student(args.model, batch_size=args.batch_size)
+    student = load_backend(args)
     variants = [True, False] if args.compare else [not args.no_rules]
     results = []
     for include_rules in variants:
@@ -121,7 +124,8 @@ def run_eval(args: argparse.Namespace) -> int:
         f"ruleset {header['ruleset']} ({header['rules']} rules) on {header['data']} "
         f"({header['examples']} examples, {header['framing']})"
     )
-    print(f"student {header['model']}, label log-probability scoring, calibration {header['calibration']}")
+    scoring = f"scoring '{student.scoring}'" if isinstance(student, OpenAIBackend) else "label log-probability scoring"
+    print(f"student {header['model']}, {scoring}, calibration {header['calibration']}")
     for result in results:
         _print_result(result)
     if len(results) == 2:
@@ -150,7 +154,8 @@ def _print_result(result: object) -> None:
     print(" " * width + "".join(f"{label[:9]:>10}" for label in metrics.labels))
     for label, counts in zip(metrics.labels, metrics.confusion, strict=True):
         print(f"{label:<{width}}" + "".join(f"{value:>10}" for value in counts))
+    prompt = f", prompt {result.prompt_tokens} tokens" if result.prompt_tokens is not None else ""
     print(
         f"{len(result.predictions)} examples in {result.seconds:.1f} s "
-        f"({result.examples_per_second:.2f} examples/s), prompt {result.prompt_tokens} tokens"
+        f"({result.examples_per_second:.2f} examples/s){prompt}"
     )

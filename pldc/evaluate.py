@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,8 +11,12 @@ from dataclasses import dataclass
 from pldc.compile import compile_prompt
 from pldc.data import Dataset
 from pldc.metrics import Metrics, compute_metrics
+from pldc.openai_backend import OpenAIBackend
 from pldc.pipeline import CheckedRuleset
 from pldc.student import Student, content_free
+
+# The prediction of an example whose every label scores minus infinity (an answer that names no label).
+NO_LABEL = "(no label)"
 
 logger = logging.getLogger("pldc")
 
@@ -32,7 +37,7 @@ class EvalResult:
     metrics: Metrics
     predictions: list[Prediction]
     seconds: float
-    prompt_tokens: int
+    prompt_tokens: int | None
     calibration: dict[str, float] | None
 
     @property
@@ -54,7 +59,7 @@ class EvalResult:
 def evaluate(
     checked: CheckedRuleset,
     dataset: Dataset,
-    student: Student,
+    student: Student | OpenAIBackend,
     include_rules: bool = True,
     calibrate: bool = True,
     template: str = "default",
@@ -75,21 +80,24 @@ def evaluate(
     offsets = [0.0] * len(labels)
     if calibrate:
         [offsets] = student.score(prompt.text, [content_free(dataset.examples[0])], labels, input_names)
-    raw = student.score(prompt.text, dataset.examples, labels, input_names, progress=progress, use_cache=use_cache)
+    if isinstance(student, Student):
+        raw = student.score(prompt.text, dataset.examples, labels, input_names, progress=progress, use_cache=use_cache)
+    else:
+        raw = student.score(prompt.text, dataset.examples, labels, input_names, progress=progress)
     seconds = time.perf_counter() - started
     predictions: list[Prediction] = []
     for example, row in zip(dataset.examples, raw, strict=True):
         adjusted = [score - offset for score, offset in zip(row, offsets, strict=True)]
         best = max(range(len(labels)), key=adjusted.__getitem__)
-        predictions.append(
-            Prediction(example.id, example.label, labels[best], dict(zip(labels, adjusted, strict=True)))
-        )
+        predicted = labels[best] if adjusted[best] > -math.inf else NO_LABEL
+        predictions.append(Prediction(example.id, example.label, predicted, dict(zip(labels, adjusted, strict=True))))
     metrics = compute_metrics([p.gold for p in predictions], [p.predicted for p in predictions], labels)
     return EvalResult(
         variant="rules" if include_rules else "no-rules",
         metrics=metrics,
         predictions=predictions,
         seconds=seconds,
-        prompt_tokens=len(student.encode(prompt.text)),
+        # A server does not tokenize a prompt on its own, so only the transformers student counts its tokens.
+        prompt_tokens=len(student.encode(prompt.text)) if isinstance(student, Student) else None,
         calibration=dict(zip(labels, offsets, strict=True)) if calibrate else None,
     )
