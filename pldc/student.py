@@ -202,8 +202,9 @@ class Student:
             row: list[float] = []
             for ids in label_ids:
                 sequence = torch.tensor([context + ids])
-                logits = self._forward(sequence).logits[0].float()
-                logprobs = torch.log_softmax(logits[len(context) - 1 : len(context) - 1 + len(ids)], dim=-1)
+                # The last len(ids) + 1 positions include the len(ids) that predict the label.
+                logits = self._forward(sequence, keep=len(ids) + 1).logits[0].float()
+                logprobs = torch.log_softmax(logits[: len(ids)], dim=-1)
                 row.append(float(sum(logprobs[j, token] for j, token in enumerate(ids))))
             results.append(row)
             if progress:
