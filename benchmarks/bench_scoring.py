@@ -1,6 +1,7 @@
 """Scoring throughput of the embedded student, cached against naive, on StereoSet and ContractNLI.
 
 Usage: python benchmarks/bench_scoring.py [--limit N] [--naive-limit N] [--documents N] [--naive-examples N]
+       [--only stereoset|contract-nli]
 
 Both paths run in this process on the same examples. The naive path re-encodes the whole
 prompt for every example and label, so it runs on a subset only:
@@ -95,24 +96,30 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=1, help="shortest ContractNLI documents for the cached path")
     parser.add_argument("--naive-examples", type=int, default=2, help="ContractNLI examples for the naive path")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--only", choices=["stereoset", "contract-nli"], help="run one dataset only")
     args = parser.parse_args()
 
     student = load_student("embedded", batch_size=args.batch_size)
     print(f"student {student.name}; peak RSS after loading {peak_rss_mib():.0f} MiB")
 
-    stereoset_rules = ROOT / "rulesets" / "stereoset_domain.pld"
-    task = load_ruleset(stereoset_rules).ruleset.task
-    assert task is not None
-    stereoset = load_dataset(args.stereoset, task, "stereoset-domain", limit=args.limit).examples
-    run(student, f"StereoSet dev ({args.stereoset})", stereoset_rules, stereoset, stereoset[: args.naive_limit])
+    if args.only != "contract-nli":
+        stereoset_rules = ROOT / "rulesets" / "stereoset_domain.pld"
+        task = load_ruleset(stereoset_rules).ruleset.task
+        assert task is not None
+        stereoset = load_dataset(args.stereoset, task, "stereoset-domain", limit=args.limit).examples
+        run(student, f"StereoSet dev ({args.stereoset})", stereoset_rules, stereoset, stereoset[: args.naive_limit])
+    if args.only != "stereoset":
+        run_contract_nli(student, args.contract_nli, args.documents, args.naive_examples)
 
+
+def run_contract_nli(student: Student, path: Path, documents: int, naive_examples: int) -> None:
     contract_rules = ROOT / "rulesets" / "contract_nli.pld"
     task = load_ruleset(contract_rules).ruleset.task
     assert task is not None
-    contract = contract_subset(load_dataset(args.contract_nli, task, "contract-nli").examples, args.documents)
-    documents = len({example.inputs["document"] for example in contract})
-    title = f"ContractNLI dev ({args.contract_nli}, {documents} documents)"
-    run(student, title, contract_rules, contract, contract[: args.naive_examples])
+    contract = contract_subset(load_dataset(path, task, "contract-nli").examples, documents)
+    chosen = len({example.inputs["document"] for example in contract})
+    title = f"ContractNLI dev ({path}, {chosen} documents)"
+    run(student, title, contract_rules, contract, contract[:naive_examples])
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from pldc import ast
 
 UNPARSEABLE = "<unparseable>"
-ANSWER_PREFIX = "Answer:"
 
 _PREFIX = re.compile(r"^\s*(?:answer|label)\s*:\s*", re.IGNORECASE)
 _ANSWER_LINE = re.compile(r"^\s*[*_]*answer[*_]*\s*:(.*)$", re.IGNORECASE | re.MULTILINE)

@@ -152,35 +152,41 @@ def evaluate(
     prompt = compile_prompt(
         checked.ruleset, checked.ordered, template, include_rules=include_rules, shots=shots, reasoning=scoring == "cot"
     )
+    budget = max_new_tokens if max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS.get(scoring, 0)
+    if scoring != "logprob" and budget < 1:
+        raise UsageError("--max-new-tokens must be at least 1")
     call_cache = cache if cache is not None else CallCache()
-    tokens_before = student.stats.tokens_processed if isinstance(student, Student) else 0
-    started = time.perf_counter()
-    if scoring == "logprob":
-        run = _LogprobRun(student, call_cache, prompt.text, labels, input_names, use_cache, chunk_size)
-        predictions, calibration, computed_examples = run.predict(dataset.examples, calibrate, progress)
-        hits, computed, latency, generated = run.hits, run.computed, run.latency, 0
-        unparseable: tuple[str, ...] = ()
-    else:
-        budget = max_new_tokens if max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS[scoring]
-        if budget < 1:
-            raise UsageError("--max-new-tokens must be at least 1")
-        mode = {"mode": scoring, "decoding": "greedy", "max_new_tokens": budget}
-        parts = [
-            call_parts("generate", student.identity(), mode, prompt.text, example, input_names, labels)
-            for example in dataset.examples
-        ]
+    try:
+        tokens_before = student.stats.tokens_processed if isinstance(student, Student) else 0
+        started = time.perf_counter()
+        if scoring == "logprob":
+            run = _LogprobRun(student, call_cache, prompt.text, labels, input_names, use_cache, chunk_size)
+            predictions, calibration, computed_examples = run.predict(dataset.examples, calibrate, progress)
+            hits, computed, latency, generated = run.hits, run.computed, run.latency, 0
+            unparseable: tuple[str, ...] = ()
+        else:
+            mode = {"mode": scoring, "decoding": "greedy", "max_new_tokens": budget}
+            parts = [
+                call_parts("generate", student.identity(), mode, prompt.text, example, input_names, labels)
+                for example in dataset.examples
+            ]
 
-        def compute(chunk: list[Example]) -> list[dict[str, Any]]:
-            generations = student.generate(prompt.text, chunk, input_names, budget, progress=progress)
-            return [{"text": g.text, "tokens": g.tokens} for g in generations]
+            def compute(chunk: list[Example]) -> list[dict[str, Any]]:
+                generations = student.generate(prompt.text, chunk, input_names, budget, progress=progress)
+                return [{"text": g.text, "tokens": g.tokens} for g in generations]
 
-        generation = run_cached(dataset.examples, parts, compute, call_cache, chunk_size, progress)
-        predictions = _parse_predictions(dataset.examples, generation.results, label_spellings(task), scoring == "cot")
-        calibration, computed_examples = None, [dataset.examples[i] for i in generation.computed]
-        hits, computed = generation.hits, len(generation.computed)
-        latency = _mean([float(result["seconds"]) for result in generation.results])
-        generated = sum(int(result["tokens"]) for result in generation.results)
-        unparseable = tuple(p.example_id for p in predictions if p.predicted == UNPARSEABLE)
+            generation = run_cached(dataset.examples, parts, compute, call_cache, chunk_size, progress)
+            predictions = _parse_predictions(
+                dataset.examples, generation.results, label_spellings(task), scoring == "cot"
+            )
+            calibration, computed_examples = None, [dataset.examples[i] for i in generation.computed]
+            hits, computed = generation.hits, len(generation.computed)
+            latency = _mean([float(result["seconds"]) for result in generation.results])
+            generated = sum(int(result["tokens"]) for result in generation.results)
+            unparseable = tuple(p.example_id for p in predictions if p.predicted == UNPARSEABLE)
+    finally:
+        if cache is None:
+            call_cache.close()
     seconds = time.perf_counter() - started
     if unparseable:
         logger.warning("%d answers name no single label and count as wrong", len(unparseable))

@@ -103,9 +103,7 @@ def test_second_run_hits_cache(checked: CheckedRuleset, dataset: Dataset, tmp_pa
     assert second.latency_seconds == first.latency_seconds
 
 
-def test_cache_key_changes_with_backend_prompt_and_mode(
-    checked: CheckedRuleset, dataset: Dataset, tmp_path: Path
-) -> None:
+def test_cache_key_covers_backend_prompt_mode(checked: CheckedRuleset, dataset: Dataset, tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     evaluate(checked, dataset, RecordingBackend(), cache=CallCache(path))
     other_model = evaluate(checked, dataset, RecordingBackend(version=2), cache=CallCache(path))
