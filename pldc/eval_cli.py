@@ -38,7 +38,7 @@ def add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--scoring",
         choices=SCORING_MODES,
         default="logprob",
-        help="logprob: best label log-probability (default); generate: parse a greedy answer; "
+        help="logprob: pick the label with the highest log-probability (default); generate: parse a greedy answer; "
         "cot: reason first, then parse the final 'Answer: LABEL' line",
     )
     parser.add_argument(
@@ -141,7 +141,11 @@ def run_eval(args: argparse.Namespace) -> int:
             reasoning=args.scoring == "cot",
         )
     predictions = open_output(args.predictions) if args.predictions is not None else None
-    mode = CacheMode.OFF if args.no_cache else CacheMode.REFRESH if args.refresh else CacheMode.USE
+    mode = CacheMode.USE
+    if args.no_cache:
+        mode = CacheMode.OFF
+    elif args.refresh:
+        mode = CacheMode.REFRESH
     cache = CallCache(args.cache, mode)
     student = load_student(args.model, batch_size=args.batch_size)
     variants = [True, False] if args.compare else [not args.no_rules]
@@ -184,7 +188,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "examples": len(dataset.examples),
         "model": student.name,
         "scoring": args.scoring,
-        "calibration": "none" if args.no_calibration or args.scoring != "logprob" else "content-free",
+        "calibration": "content-free" if args.scoring == "logprob" and not args.no_calibration else "none",
         "shots": {"count": len(shots), "from": str(args.shots_from), "seed": args.seed} if shots else None,
         "cache": {"mode": mode.value, "path": None if mode is CacheMode.OFF else str(cache.path)},
     }
@@ -208,8 +212,12 @@ def _print_header(header: dict[str, Any]) -> None:
         f"ruleset {header['ruleset']} ({header['rules']} rules) on {header['data']} "
         f"({header['examples']} examples, {header['framing']})"
     )
-    how = {"logprob": "label log-probability scoring", "generate": "greedy answers", "cot": "reasoning, then an answer"}
-    print(f"student {header['model']}, {how[header['scoring']]}, calibration {header['calibration']}")
+    description = {
+        "logprob": "label log-probability scoring",
+        "generate": "greedy answers",
+        "cot": "reasoning, then an answer",
+    }
+    print(f"student {header['model']}, {description[header['scoring']]}, calibration {header['calibration']}")
     if header["shots"]:
         shots = header["shots"]
         print(f"{shots['count']} shots drawn from {shots['from']} with seed {shots['seed']}")

@@ -87,7 +87,7 @@ class Student:
         strided sample of every weight tensor, so computing it reads a few thousand values per
         tensor rather than the whole model. It is computed once per student.
         NOTE: two models that differ only in weights the sample skips get the same digest; a
-        fine-tune changes nearly every value, so the sample tells fine-tunes apart.
+        fine-tune changes nearly every value, so the sample distinguishes fine-tunes.
         """
         if self._identity is None:
             parameter = next(self.model.parameters())
@@ -250,7 +250,7 @@ class Student:
         """Return ``base`` extended by ``shared_ids``, encoding them unless they are the kept ones.
 
         The extension is encoded in pieces of ``ENCODE_PIECE_TOKENS`` tokens. Only the last
-        position's logits are computed, so a long document never holds logits for all its tokens.
+        position's logits are computed, so a long document never needs logits for all its tokens.
         """
         import torch
 
@@ -272,9 +272,9 @@ class Student:
     ) -> int:
         """Count the tokens any exact scorer must run through the model at least once.
 
-        That is the system prompt once, each distinct shared input once, each example's own
-        tokens (its inputs and the assistant header), and per example each distinct proper
-        prefix of the labels' tokens, which is needed to predict the label's next token.
+        They are the system prompt once, each distinct shared input once, and each example's
+        own tokens (its inputs and the assistant header). Each example also needs each distinct
+        proper prefix of the labels' tokens, because that prefix predicts the label's next token.
         """
         layout = PromptLayout.build(self, system_prompt, input_names)
         heads = {tuple(ids[:end]) for ids in self.label_ids(labels) for end in range(1, len(ids))}
@@ -341,7 +341,7 @@ class Student:
         return tokens
 
     def _stop_ids(self) -> frozenset[int]:
-        """The end-of-sequence ids of the generation config and the tokenizer."""
+        """Collect the end-of-sequence ids of the generation config and the tokenizer."""
         ids: set[int] = set()
         sources = [getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)]
         sources.append(self.tokenizer.eos_token_id)
