@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_pldc
+from conftest import ROOT
 
 pytestmark = pytest.mark.model
 
@@ -21,6 +22,14 @@ POLL_SECONDS = 0.02
 # NOTE: a generous limit, because the test may share the CPU with other work. On an idle CPU
 # each run takes seconds.
 WAIT_SECONDS = 300
+# The three runs are sequential, so one thread each loses nothing, and it avoids OpenMP
+# oversubscription (several times slower) when other processes share the CPU.
+ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _run_pldc(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pldc", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=WAIT_SECONDS, env=ENVIRONMENT)
 
 
 def _eval_args(data_dir: Path, cache: Path, predictions: Path) -> list[str]:
@@ -61,12 +70,12 @@ def _predictions(path: Path) -> list[dict[str, object]]:
 
 
 def test_killed_eval_resumes_with_missing_examples_only(data_dir: Path, tmp_path: Path) -> None:
-    whole = run_pldc(*_eval_args(data_dir, tmp_path / "whole.sqlite", tmp_path / "whole.jsonl"))
+    whole = _run_pldc(*_eval_args(data_dir, tmp_path / "whole.sqlite", tmp_path / "whole.jsonl"))
     assert whole.returncode == 0, whole.stderr
 
     cache = tmp_path / "killed.sqlite"
     command = [sys.executable, "-m", "pldc", *_eval_args(data_dir, cache, tmp_path / "killed.jsonl")]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENVIRONMENT)
     deadline = time.monotonic() + WAIT_SECONDS
     try:
         while True:
@@ -87,7 +96,7 @@ def test_killed_eval_resumes_with_missing_examples_only(data_dir: Path, tmp_path
     assert stored is not None
     assert 0 < stored < LIMIT
 
-    resumed = run_pldc(*_eval_args(data_dir, cache, tmp_path / "resumed.jsonl"))
+    resumed = _run_pldc(*_eval_args(data_dir, cache, tmp_path / "resumed.jsonl"))
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads(resumed.stdout)["results"][0]
     assert report["cache"] == {"hits": stored, "computed": LIMIT - stored}
