@@ -92,9 +92,4 @@ def load_backend(args: argparse.Namespace) -> Student | OpenAIBackend:
         concurrency=args.concurrency if args.concurrency is not None else DEFAULT_CONCURRENCY,
         request_timeout=args.request_timeout if args.request_timeout is not None else DEFAULT_REQUEST_TIMEOUT,
     )
-    if not backend.supports_logprobs and not getattr(args, "no_calibration", True):
-        raise UsageError(
-            f"{backend.name} returns no log-probabilities (scoring '{backend.scoring}'), so content-free "
-            "calibration cannot run; pass --no-calibration"
-        )
     return backend

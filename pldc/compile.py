@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import jinja2
 
 from pldc import ast
+from pldc.data import Example
 from pldc.errors import InputError, PldError
 from pldc.format import format_condition
 from pldc.resources import resource_dir
@@ -111,11 +113,21 @@ def compile_prompt(
     ordered: list[ast.Rule],
     template: str = DEFAULT_TEMPLATE,
     include_rules: bool = True,
+    *,
+    shots: Sequence[Example] = (),
+    reasoning: bool = False,
 ) -> CompiledPrompt:
     """Render ``ruleset`` with its rules in ``ordered`` order.
 
     With ``include_rules=False`` the prompt keeps the task, labels and output format but no
-    features or rules: the zero-shot baseline for the same task.
+    features or rules: the zero-shot baseline for the same task. ``shots`` are labelled
+    examples that the template shows the student (the template variable ``examples``), and
+    ``reasoning`` asks the template for the instruction to reason before a final
+    ``Answer: LABEL`` line (the template variable ``reasoning``).
+
+    Raises:
+        TemplateFailed: the template fails, or it ignores ``shots`` or ``reasoning`` when
+            they are given, which would silently score a different baseline.
     """
     task = ruleset.task
     if task is None:
@@ -124,8 +136,25 @@ def compile_prompt(
     context = _context(ruleset, task, rules, include_rules)
     jinja_template = load_template(template)
     context["mark"] = _mark
+    shot_entries = [_shot_entry(example, task) for example in shots]
+    raw = _render(jinja_template, template, {**context, "examples": shot_entries, "reasoning": reasoning})
+    if shots and raw == _render(jinja_template, template, {**context, "examples": [], "reasoning": reasoning}):
+        raise TemplateFailed(
+            f"template {template!r} does not render the `examples` variable; shots need a template that does"
+        )
+    if reasoning and raw == _render(
+        jinja_template, template, {**context, "examples": shot_entries, "reasoning": False}
+    ):
+        raise TemplateFailed(
+            f"template {template!r} ignores the `reasoning` variable; chain-of-thought needs a template that uses it"
+        )
+    text, regions = _extract_regions(raw, {r.id.value: r for r in rules})
+    return CompiledPrompt(text=text, regions=tuple(regions), order=tuple(r.id.value for r in rules), template=template)
+
+
+def _render(jinja_template: jinja2.Template, template: str, context: dict[str, Any]) -> str:
     try:
-        raw = jinja_template.render(**context)
+        return jinja_template.render(**context)
     except jinja2.UndefinedError as error:
         raise TemplateFailed(f"template {template!r}: {error.message}") from None
     except jinja2.TemplateError as error:
@@ -134,8 +163,11 @@ def compile_prompt(
         raise TemplateFailed(f"template {template!r} recurses without end (an include of itself?)") from None
     except Exception as error:  # noqa: BLE001 - a user template can raise anything; report it on one line
         raise TemplateFailed(f"template {template!r} failed: {type(error).__name__}: {error}") from None
-    text, regions = _extract_regions(raw, {r.id.value: r for r in rules})
-    return CompiledPrompt(text=text, regions=tuple(regions), order=tuple(r.id.value for r in rules), template=template)
+
+
+def _shot_entry(example: Example, task: ast.Task) -> dict[str, Any]:
+    inputs = [{"name": i.name.value, "value": example.inputs[i.name.value]} for i in task.inputs]
+    return {"id": example.id, "inputs": inputs, "label": example.label}
 
 
 def _context(ruleset: ast.Ruleset, task: ast.Task, rules: list[ast.Rule], with_features: bool) -> dict[str, Any]:

@@ -73,7 +73,11 @@ def load_dataset(
     label_field: str = "label",
     limit: int | None = None,
 ) -> Dataset:
-    """Read ``path`` and map every row's label onto the task's labels."""
+    """Read ``path`` and map every row's label onto the task's labels.
+
+    NOTE: the whole file is read into memory (a ContractNLI file is parsed as one JSON
+    document), so memory grows with the file's size.
+    """
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "data file not found"
         raise InputError(f"{path}: {what}")

@@ -1,15 +1,21 @@
-"""A transformers student that scores every label by its log-probability.
+"""A transformers student that scores every label by its log-probability or generates an answer.
 
 The chat prompt is laid out so that what examples share comes first: the system prompt, then
 the inputs that neighbouring examples share (a ContractNLI document), then the example's own
 inputs and the assistant header. The shared prefix is encoded once and its key/value cache is
 reused; the cache of a shared input is reused while consecutive examples share it. A label's
 score is the sum of the log-probabilities of all its tokens after the assistant header.
+
+The student keeps at most one system-prompt cache and one shared-input cache between calls, so
+scoring a split in chunks encodes the prompt once, and memory grows with the longest prompt
+and document, never with the number of examples.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 import time
@@ -18,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pldc.backend import Generation
 from pldc.data import Example
 from pldc.errors import ModelError
 
@@ -28,14 +35,20 @@ logger = logging.getLogger("pldc")
 
 _PLACEHOLDER = "\u2063PLDC-USER-CONTENT\u2063"
 CONTENT_FREE = "N/A"
+# Shared inputs longer than this many tokens are encoded in pieces, which bounds the
+# activation memory of one forward pass on a long document.
+ENCODE_PIECE_TOKENS = 1024
+# Values sampled per weight tensor for the model's identity digest.
+_DIGEST_SAMPLES = 4096
 
 
 @dataclass
 class ScoreStats:
-    """Cost of scoring: forward passes, tokens run through the model, wall time."""
+    """Cost of scoring and generation: forward passes, tokens run through the model, wall time."""
 
     forward_calls: int = 0
     tokens_processed: int = 0
+    generated_tokens: int = 0
     seconds: float = 0.0
 
 
@@ -57,10 +70,40 @@ class Student:
     tokenizer: Any
     batch_size: int = 16
     stats: ScoreStats = field(default_factory=ScoreStats)
+    supports_logprobs: bool = field(default=True, init=False)
+    _identity: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    # The most recent system-prompt cache and shared-input cache, keyed by their token ids.
+    _prefix_memo: tuple[tuple[int, ...], Any] | None = field(default=None, init=False, repr=False)
+    _shared_memo: tuple[tuple[int, ...], Any] | None = field(default=None, init=False, repr=False)
 
     @property
     def model_type(self) -> str:
         return str(getattr(self.model.config, "model_type", ""))
+
+    def identity(self) -> dict[str, Any]:
+        """Describe the model for the call cache: backend, name, dtype, device and a weights digest.
+
+        The digest covers the model config, the tokenizer's vocabulary and chat template, and a
+        strided sample of every weight tensor, so computing it reads a few thousand values per
+        tensor rather than the whole model. It is computed once per student.
+        NOTE: two models that differ only in weights the sample skips get the same digest; a
+        fine-tune changes nearly every value, so the sample distinguishes fine-tunes.
+        """
+        if self._identity is None:
+            parameter = next(self.model.parameters())
+            self._identity = {
+                "backend": "transformers",
+                "model": self.name,
+                "dtype": str(parameter.dtype).removeprefix("torch."),
+                "device": parameter.device.type,
+                "weights_sha256": _weights_digest(self.model, self.tokenizer),
+            }
+        return dict(self._identity)
+
+    def clear_cache(self) -> None:
+        """Free the kept system-prompt and shared-input caches."""
+        self._prefix_memo = None
+        self._shared_memo = None
 
     # -- prompt layout ----------------------------------------------------
 
@@ -134,7 +177,7 @@ class Student:
         self.stats.seconds += time.perf_counter() - started
         return scores
 
-    def _forward(self, input_ids: torch.Tensor, past: Any = None, keep: torch.Tensor | None = None) -> Any:
+    def _forward(self, input_ids: torch.Tensor, past: Any = None, keep: int | torch.Tensor | None = None) -> Any:
         self.stats.forward_calls += 1
         self.stats.tokens_processed += int(input_ids.numel())
         kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": True}
@@ -159,8 +202,9 @@ class Student:
             row: list[float] = []
             for ids in label_ids:
                 sequence = torch.tensor([context + ids])
-                logits = self._forward(sequence).logits[0].float()
-                logprobs = torch.log_softmax(logits[len(context) - 1 : len(context) - 1 + len(ids)], dim=-1)
+                # The last len(ids) + 1 positions include the len(ids) that predict the label.
+                logits = self._forward(sequence, keep=len(ids) + 1).logits[0].float()
+                logprobs = torch.log_softmax(logits[: len(ids)], dim=-1)
                 row.append(float(sum(logprobs[j, token] for j, token in enumerate(ids))))
             results.append(row)
             if progress:
@@ -174,17 +218,13 @@ class Student:
         label_ids: list[list[int]],
         progress: Callable[[int], None] | None,
     ) -> list[list[float]]:
-        import torch
-
-        base = _returned_cache(self._forward(torch.tensor([layout.prefix])))
+        base = self._prefix_cache(layout.prefix)
         # Sliding-window layers keep only recent keys, which a packed row cannot address.
         packed = not any(getattr(layer, "is_sliding", False) for layer in base.layers)
         score_chunk = self._score_chunk_packed if packed else self._score_chunk
         results: list[list[float]] = [[] for _ in examples]
         for shared_ids, positions in _shared_groups(layout, examples):
-            cache = base
-            if shared_ids:
-                cache = _returned_cache(self._forward(torch.tensor([shared_ids]), past=_expand(base, 1)))
+            cache = self._shared_cache(base, shared_ids)
             for start in range(0, len(positions), self.batch_size):
                 chunk = positions[start : start + self.batch_size]
                 own = [layout.own(examples[i]) for i in chunk]
@@ -193,6 +233,126 @@ class Student:
                 if progress:
                     progress(len(chunk))
         return results
+
+    def _prefix_cache(self, prefix: list[int]) -> Any:
+        """Return the key/value cache of ``prefix``, encoding it unless it is the kept one."""
+        import torch
+
+        key = tuple(prefix)
+        if self._prefix_memo is not None and self._prefix_memo[0] == key:
+            return self._prefix_memo[1]
+        self.clear_cache()
+        cache = _returned_cache(self._forward(torch.tensor([prefix]), keep=1))
+        self._prefix_memo = (key, cache)
+        return cache
+
+    def _shared_cache(self, base: Any, shared_ids: list[int]) -> Any:
+        """Return ``base`` extended by ``shared_ids``, encoding them unless they are the kept ones.
+
+        The extension is encoded in pieces of ``ENCODE_PIECE_TOKENS`` tokens. Only the last
+        position's logits are computed, so a long document never needs logits for all its tokens.
+        """
+        import torch
+
+        if not shared_ids:
+            return base
+        key = tuple(shared_ids)
+        if self._shared_memo is not None and self._shared_memo[0] == key:
+            return self._shared_memo[1]
+        self._shared_memo = None
+        cache = _expand(base, 1)
+        for start in range(0, len(shared_ids), ENCODE_PIECE_TOKENS):
+            piece = shared_ids[start : start + ENCODE_PIECE_TOKENS]
+            cache = _returned_cache(self._forward(torch.tensor([piece]), past=cache, keep=1))
+        self._shared_memo = (key, cache)
+        return cache
+
+    def token_lower_bound(
+        self, system_prompt: str, examples: Sequence[Example], labels: Sequence[str], input_names: Sequence[str]
+    ) -> int:
+        """Count the tokens any exact scorer must run through the model at least once.
+
+        They are the system prompt once, each distinct shared input once, and each example's
+        own tokens (its inputs and the assistant header). Each example also needs each distinct
+        proper prefix of the labels' tokens, because that prefix predicts the label's next token.
+        """
+        layout = PromptLayout.build(self, system_prompt, input_names)
+        heads = {tuple(ids[:end]) for ids in self.label_ids(labels) for end in range(1, len(ids))}
+        shared_texts: dict[tuple[str, ...], Example] = {}
+        for example in examples:
+            names = layout.input_names[: example.shared]
+            shared_texts.setdefault(tuple(example.inputs[name] for name in names), example)
+        total = len(layout.prefix)
+        total += sum(len(layout.shared(example)) for example in shared_texts.values())
+        total += sum(len(layout.own(example)) + len(heads) for example in examples)
+        return total
+
+    # -- generation -------------------------------------------------------------
+
+    def generate(
+        self,
+        system_prompt: str,
+        examples: Sequence[Example],
+        input_names: Sequence[str],
+        max_new_tokens: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Generation]:
+        """Generate a greedy answer per example, reusing the prompt and shared-input caches.
+
+        Generation stops at an end-of-sequence token of the model or after ``max_new_tokens``
+        tokens. ``Generation.tokens`` counts every generated token, the stop token included, and
+        ``Generation.seconds`` is the time of the example's own forward passes.
+        """
+        import torch
+
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        layout = PromptLayout.build(self, system_prompt, input_names)
+        stop = self._stop_ids()
+        results: list[Generation | None] = [None] * len(examples)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            base = self._prefix_cache(layout.prefix)
+            for shared_ids, positions in _shared_groups(layout, examples):
+                cache = self._shared_cache(base, shared_ids)
+                for index in positions:
+                    example_started = time.perf_counter()
+                    tokens = self._greedy(cache, layout.own(examples[index]), max_new_tokens, stop)
+                    answer = [token for token in tokens if token not in stop]
+                    text = str(self.tokenizer.decode(answer, skip_special_tokens=True))
+                    results[index] = Generation(text, len(tokens), time.perf_counter() - example_started)
+                    if progress:
+                        progress(1)
+        self.stats.seconds += time.perf_counter() - started
+        return [generation for generation in results if generation is not None]
+
+    def _greedy(self, cache: Any, own: list[int], max_new_tokens: int, stop: frozenset[int]) -> list[int]:
+        import torch
+
+        output = self._forward(torch.tensor([own]), past=_expand(cache, 1), keep=1)
+        tokens: list[int] = []
+        while True:
+            token = int(output.logits[0, -1].argmax())
+            tokens.append(token)
+            if token in stop or len(tokens) >= max_new_tokens:
+                break
+            output = self._forward(torch.tensor([[token]]), past=_returned_cache(output), keep=1)
+        self.stats.generated_tokens += len(tokens)
+        return tokens
+
+    def _stop_ids(self) -> frozenset[int]:
+        """Collect the end-of-sequence ids of the generation config and the tokenizer."""
+        ids: set[int] = set()
+        sources = [getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)]
+        sources.append(self.tokenizer.eos_token_id)
+        for source in sources:
+            if isinstance(source, int):
+                ids.add(source)
+            elif isinstance(source, list | tuple):
+                ids.update(int(value) for value in source)
+        if not ids:
+            raise ModelError(f"model {self.name!r} declares no end-of-sequence token, so generation cannot stop")
+        return frozenset(ids)
 
     def _score_chunk(self, cache: Any, own: list[list[int]], label_ids: list[list[int]]) -> list[list[float]]:
         """Score all labels of several examples in one forward pass over a shared cache."""
@@ -421,6 +581,23 @@ def load_student(reference: str | None = None, batch_size: int = 16, device: str
     model.eval()
     logger.info("loaded %s (%s, %.1fM parameters)", name, type(model).__name__, _parameters(model) / 1e6)
     return Student(name=name, model=model, tokenizer=tokenizer, batch_size=batch_size)
+
+
+def _weights_digest(model: Any, tokenizer: Any) -> str:
+    """Hash the config, the tokenizer and a strided sample of every weight tensor (see ``identity``)."""
+    digest = hashlib.sha256()
+    # The load path and the transformers version do not change what the model computes.
+    config = {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    digest.update(str(getattr(tokenizer, "chat_template", "")).encode())
+    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // _DIGEST_SAMPLES)
+        sample = flat[::step][:_DIGEST_SAMPLES].float().cpu().numpy()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(sample.tobytes())
+    return digest.hexdigest()
 
 
 def _parameters(model: Any) -> int:

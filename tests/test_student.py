@@ -201,3 +201,62 @@ def test_eval_cli_json_compare(data_dir: Path) -> None:
         assert 0.0 <= run["metrics"]["macro_f1"] <= 1.0
         assert len(run["metrics"]["confusion_matrix"]) == 4
     assert report["results"][0]["prompt_tokens"] > report["results"][1]["prompt_tokens"]
+
+
+def test_generate_matches_transformers_greedy(embedded: Student) -> None:
+    from pldc.student import PromptLayout
+
+    prompt = "Name the bias domain of the sentence: gender, profession, race or religion."
+    [generation] = embedded.generate(prompt, _examples()[:1], ["sentence"], max_new_tokens=6)
+    layout = PromptLayout.build(embedded, prompt, ["sentence"])
+    context = layout.prefix + layout.own(_examples()[0])
+    output = embedded.model.generate(input_ids=torch.tensor([context]), max_new_tokens=6, do_sample=False)
+    new_tokens = output[0][len(context) :].tolist()
+    assert generation.tokens == len(new_tokens)
+    assert generation.text == embedded.tokenizer.decode(new_tokens, skip_special_tokens=True)
+    assert generation.seconds > 0
+
+
+def test_identity_is_memoised_and_model_specific(embedded: Student, tiny_gemma: Path) -> None:
+    identity = embedded.identity()
+    assert identity["backend"] == "transformers"
+    assert identity["dtype"] == "float32"
+    assert len(identity["weights_sha256"]) == 64
+    assert embedded.identity() == identity
+    other = load_student(str(tiny_gemma)).identity()
+    assert other["weights_sha256"] != identity["weights_sha256"]
+
+
+def test_tokens_processed_equal_lower_bound(embedded: Student) -> None:
+    document = "The recipient shall return or destroy all Confidential Information on request. " * 3
+    examples = [
+        Example(f"d/{i}", {"document": document, "hypothesis": h}, "Entailment", shared=1)
+        for i, h in enumerate(["Copies must be returned.", "Employees may see it."])
+    ]
+    labels = ["Entailment", "Contradiction", "NotMentioned"]
+    embedded.clear_cache()
+    before = embedded.stats.tokens_processed
+    embedded.score("Decide.", examples, labels, ["document", "hypothesis"])
+    processed = embedded.stats.tokens_processed - before
+    assert processed == embedded.token_lower_bound("Decide.", examples, labels, ["document", "hypothesis"])
+    before = embedded.stats.tokens_processed
+    embedded.score("Decide.", examples, labels, ["document", "hypothesis"])
+    repeated = embedded.stats.tokens_processed - before
+    assert repeated < processed  # the kept prompt and document caches are reused
+
+
+def test_cot_evaluate_reports_generation_cost(embedded: Student, data_dir: Path) -> None:
+    from pldc.cache import CacheMode, CallCache
+
+    checked = load_ruleset(ROOT / "rulesets" / "stereoset_domain.pld")
+    assert checked.ruleset.task is not None
+    dataset = load_dataset(data_dir / "stereoset" / "dev.jsonl", checked.ruleset.task, limit=2)
+    cache = CallCache(mode=CacheMode.OFF)
+    result = evaluate(checked, dataset, embedded, include_rules=False, scoring="cot", max_new_tokens=4, cache=cache)
+    assert result.scoring == "cot"
+    assert 2 <= result.generated_tokens <= 8
+    assert result.latency_seconds > 0
+    assert all(p.answer is not None for p in result.predictions)
+    # Four tokens leave no room for reasoning and a final answer line.
+    assert len(result.unparseable) == 2
+    assert result.metrics.accuracy == 0.0
