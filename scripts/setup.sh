@@ -24,3 +24,12 @@ if ! command -v dot >/dev/null 2>&1; then
         echo "setup: Graphviz (the dot program) is not installed; pldc graph --format svg/png needs it" >&2
     fi
 fi
+# Headless Chromium renders the HTML ablation report for scripts/screenshot.sh and its test.
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+            || echo "setup: could not install Chromium; scripts/screenshot.sh will not work" >&2
+    else
+        echo "setup: Chromium (/usr/bin/chromium) is not installed; scripts/screenshot.sh needs it" >&2
+    fi
+fi
