@@ -76,7 +76,7 @@ class Flip:
 
 @dataclass(frozen=True)
 class Variant:
-    """A rule or a group to leave out, and the rule ids that leaves out."""
+    """A rule or a group to leave out, with the ids of the rules it covers."""
 
     name: str
     kind: VariantKind
@@ -222,7 +222,7 @@ def paired_bootstrap(
 ) -> tuple[Effect, dict[str, Effect]]:
     """Return the change from ``before`` to ``after`` in macro-F1 and in each label's F1.
 
-    Each effect's point estimate is the change on the data as given, and its interval holds the
+    Each effect's point estimate is the change on the data as given, and its interval contains the
     central 95% of the changes over ``resamples`` paired resamples of the examples. The same
     ``seed`` draws the same resamples, so variants scored on the same data share their draws.
     """

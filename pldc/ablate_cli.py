@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pldc.data import FRAMINGS
+from pldc.data import FRAMINGS, Dataset
 from pldc.errors import InputError, UsageError
 
 
@@ -39,6 +42,12 @@ def add_ablate_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
     parser.add_argument("--limit", type=int, help="score only the first N examples")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="score a random sample of N examples (drawn with --seed, kept in file order), for a faster run",
+    )
     parser.add_argument("--no-calibration", action="store_true", help="do not subtract content-free label scores")
     parser.add_argument("--no-prefix-cache", action="store_true", help="re-encode the whole prompt for every label")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (default 16)")
@@ -78,6 +87,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("--batch-size must be at least 1")
     if args.bootstrap < 1:
         raise UsageError("--bootstrap must be at least 1")
+    if args.sample is not None and args.sample < 1:
+        raise UsageError("--sample must be at least 1")
     outputs = [path.resolve() for path in (args.save, args.html, args.prune) if path is not None]
     if args.prune is not None and args.prune.resolve() == args.ruleset.resolve():
         raise UsageError("--prune must name a new file, not the ruleset being ablated")
@@ -87,6 +98,14 @@ def _validate(args: argparse.Namespace) -> None:
         # Checked before scoring, so a typo in a folder name does not cost the whole run.
         if path is not None and not path.resolve().parent.is_dir():
             raise InputError(f"{path}: directory {path.parent} does not exist")
+
+
+def _sample(dataset: Dataset, size: int, seed: int) -> Dataset:
+    if size > len(dataset.examples):
+        raise UsageError(f"--sample {size} exceeds the {len(dataset.examples)} examples in {dataset.path}")
+    chosen = sorted(random.Random(seed).sample(range(len(dataset.examples)), size))
+    examples = [dataset.examples[index] for index in chosen]
+    return replace(dataset, examples=examples, label_counts=dict(Counter(e.label for e in examples)))
 
 
 def run_ablate(args: argparse.Namespace) -> int:
@@ -105,6 +124,8 @@ def run_ablate(args: argparse.Namespace) -> int:
     task = checked.ruleset.task
     assert task is not None
     dataset = load_dataset(args.data, task, args.framing, field_map, args.label_field, args.limit)
+    if args.sample is not None:
+        dataset = _sample(dataset, args.sample, args.seed)
     # Fail on a bad template now, not after an hour of scoring.
     compile_prompt(checked.ruleset, checked.ordered, args.template)
     student = load_student(args.model, batch_size=args.batch_size)
@@ -123,6 +144,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     header = {
         "ruleset": str(args.ruleset),
         "data": str(args.data),
+        "sample": None if args.sample is None else {"size": args.sample, "seed": args.seed},
         "framing": dataset.framing,
         "model": student.name,
         "calibration": "none" if args.no_calibration else "content-free",

@@ -83,9 +83,9 @@ def prune(parsed: ParseResult, remove: Collection[str], path: str = "<pruned>") 
     items: list[ast.Item] = []
     for item in ruleset.items:
         if isinstance(item, ast.Rule):
-            kept = _keep_rule(item, leave_out, removals, dropped_spans)
-            if kept is not None:
-                items.append(kept)
+            kept_rule = _keep_rule(item, leave_out, removals, dropped_spans)
+            if kept_rule is not None:
+                items.append(kept_rule)
         elif isinstance(item, ast.Group):
             rules = [r for r in (_keep_rule(rule, leave_out, removals, dropped_spans) for rule in item.rules) if r]
             if rules:
@@ -121,8 +121,8 @@ def _keep_rule(
     overrides = tuple(name for name in rule.overrides if name.value not in leave_out)
     if len(overrides) == len(rule.overrides):
         return rule
-    gone = ", ".join(name.value for name in rule.overrides if name.value in leave_out)
-    removals.append(Removal("overrides", rule.id.value, f"no longer overrides the pruned {gone}"))
+    pruned_ids = ", ".join(name.value for name in rule.overrides if name.value in leave_out)
+    removals.append(Removal("overrides", rule.id.value, f"no longer overrides the pruned {pruned_ids}"))
     return rule.model_copy(update={"overrides": overrides})
 
 

@@ -72,35 +72,9 @@ def render_text(document: Document) -> str:
 
 
 def _text_lines(document: Document) -> Iterator[str]:
-    full = document["full"]
-    metrics = full["metrics"]
-    labels: list[str] = metrics["labels"]
-    bootstrap = document["bootstrap"]
-    yield (
-        f"ruleset {document['ruleset']} ({len(document['rules'])} rules) on {document['data']} "
-        f"({full['examples']} examples, {document['framing']})"
-    )
-    yield f"student {document['model']}, calibration {document['calibration']}, template {document['template']}"
-    yield (
-        f"full ruleset: macro-F1 {metrics['macro_f1']:.4f}, accuracy {metrics['accuracy']:.4f}, "
-        f"{full['seconds']:.1f} s ({full['examples_per_second']:.2f} examples/s), prompt {full['prompt_tokens']} tokens"
-    )
-    yield (
-        f"paired bootstrap: {bootstrap['resamples']} resamples, seed {bootstrap['seed']}, "
-        f"{bootstrap['confidence']:.0%} intervals; {CHANGE}"
-    )
+    yield from _header_lines(document)
     yield ""
-    name_width = max([len("left out"), *(len(v["name"]) for v in document["variants"])]) + 2
-    header = f"{'left out':<{name_width}}{'kind':<7}{'macro-F1':>9}{'change':>9}  {'95% interval':<20}{'flips':>6}  "
-    yield header + f"{'verdict':<9}" + "".join(f"{_short(label):>11}" for label in labels)
-    for variant in document["variants"]:
-        effect = variant["macro_f1"]
-        interval = f"[{effect['low']:+.4f}, {effect['high']:+.4f}]"
-        yield (
-            f"{variant['name']:<{name_width}}{variant['kind']:<7}{variant['result']['metrics']['macro_f1']:>9.4f}"
-            f"{effect['delta']:>+9.4f}  {interval:<20}{len(variant['flips']):>6}  {variant['verdict']:<9}"
-            + "".join(f"{variant['per_class'][label]['delta']:>+11.4f}" for label in labels)
-        )
+    yield from _table_lines(document)
     yield ""
     yield "per-class F1 change with its 95% interval:"
     for variant in document["variants"]:
@@ -123,6 +97,40 @@ def _text_lines(document: Document) -> Iterator[str]:
         yield from _prune_lines(document["prune"])
 
 
+def _header_lines(document: Document) -> Iterator[str]:
+    full = document["full"]
+    metrics = full["metrics"]
+    bootstrap = document["bootstrap"]
+    yield (
+        f"ruleset {document['ruleset']} ({len(document['rules'])} rules) on {document['data']} "
+        f"({full['examples']} examples{_sample_note(document)}, {document['framing']})"
+    )
+    yield f"student {document['model']}, calibration {document['calibration']}, template {document['template']}"
+    yield (
+        f"full ruleset: macro-F1 {metrics['macro_f1']:.4f}, accuracy {metrics['accuracy']:.4f}, "
+        f"{full['seconds']:.1f} s ({full['examples_per_second']:.2f} examples/s), prompt {full['prompt_tokens']} tokens"
+    )
+    yield (
+        f"paired bootstrap: {bootstrap['resamples']} resamples, seed {bootstrap['seed']}, "
+        f"{bootstrap['confidence']:.0%} intervals; {CHANGE}"
+    )
+
+
+def _table_lines(document: Document) -> Iterator[str]:
+    labels: list[str] = document["full"]["metrics"]["labels"]
+    name_width = max([len("left out"), *(len(v["name"]) for v in document["variants"])]) + 2
+    header = f"{'left out':<{name_width}}{'kind':<7}{'macro-F1':>9}{'change':>9}  {'95% interval':<20}{'flips':>6}  "
+    yield header + f"{'verdict':<9}" + "".join(f"{_short(label):>11}" for label in labels)
+    for variant in document["variants"]:
+        effect = variant["macro_f1"]
+        interval = f"[{effect['low']:+.4f}, {effect['high']:+.4f}]"
+        yield (
+            f"{variant['name']:<{name_width}}{variant['kind']:<7}{variant['result']['metrics']['macro_f1']:>9.4f}"
+            f"{effect['delta']:>+9.4f}  {interval:<20}{len(variant['flips']):>6}  {variant['verdict']:<9}"
+            + "".join(f"{variant['per_class'][label]['delta']:>+11.4f}" for label in labels)
+        )
+
+
 def _prune_lines(prune: dict[str, Any]) -> Iterator[str]:
     yield ""
     yield f"pruned ruleset written to {prune['path']} ({prune['criterion']}):"
@@ -130,6 +138,11 @@ def _prune_lines(prune: dict[str, Any]) -> Iterator[str]:
         yield "  no rule met the criterion, so the file is the original in canonical layout"
     for removal in prune["removals"]:
         yield f"  removed {removal['kind']} {removal['name']}: {removal['reason']}"
+
+
+def _sample_note(document: Document) -> str:
+    sample = document.get("sample")
+    return f", a random sample drawn with seed {sample['seed']}" if sample else ""
 
 
 def _flip_kind(flip: dict[str, str]) -> str:
@@ -171,7 +184,9 @@ img { max-width: 100%; }
 </head>
 <body>
 <h1>Ablation of <code>{{ doc.ruleset }}</code></h1>
-<p>{{ doc.full.examples }} examples from <code>{{ doc.data }}</code> ({{ doc.framing }}), student
+<p>{{ doc.full.examples }} examples
+{% if doc.sample %}(a random sample drawn with seed {{ doc.sample.seed }}){% endif %}
+from <code>{{ doc.data }}</code> ({{ doc.framing }}), student
 {{ doc.model }}, calibration {{ doc.calibration }}, template {{ doc.template }}.
 Full ruleset: macro-F1 <b>{{ "%.4f"|format(doc.full.metrics.macro_f1) }}</b>,
 accuracy {{ "%.4f"|format(doc.full.metrics.accuracy) }}.</p>
@@ -280,7 +295,7 @@ def _data_uri(png: bytes) -> str:
 
 
 def _new_figure(width: float, height: float) -> Any:
-    # Figure without pyplot: no global state and no interactive backend; savefig uses Agg.
+    # A Figure made without pyplot keeps no global state and needs no GUI backend. savefig draws PNG with Agg.
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
