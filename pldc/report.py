@@ -185,7 +185,7 @@ img { max-width: 100%; }
 <body>
 <h1>Ablation of <code>{{ doc.ruleset }}</code></h1>
 <p>{{ doc.full.examples }} examples
-{% if doc.sample %}(a random sample drawn with seed {{ doc.sample.seed }}){% endif %}
+{% if doc.get("sample") %}(a random sample drawn with seed {{ doc.sample.seed }}){% endif %}
 from <code>{{ doc.data }}</code> ({{ doc.framing }}), student
 {{ doc.model }}, calibration {{ doc.calibration }}, template {{ doc.template }}.
 Full ruleset: macro-F1 <b>{{ "%.4f"|format(doc.full.metrics.macro_f1) }}</b>,

@@ -13,6 +13,7 @@ import pytest
 from pldc.ablate import Ablation, Effect, Variant, classify, compare, paired_bootstrap, plan_variants, without_rules
 from pldc.cli import main
 from pldc.diff import DefinitionRemoved, OverridesChanged, RuleRemoved, diff_rulesets
+from pldc.errors import UsageError
 from pldc.evaluate import EvalResult, Prediction
 from pldc.metrics import compute_metrics
 from pldc.parse import parse, read_source
@@ -361,3 +362,20 @@ def test_ablate_small_stereoset_run(data_dir: Path, tmp_path: Path) -> None:
     assert "pruned ruleset written to" in done.stdout
     assert run_pldc("check", str(pruned)).returncode == 0
     assert html.read_text(encoding="utf-8").count("data:image/png;base64,") == 4
+
+
+def test_sample_seeded_and_in_file_order() -> None:
+    from pldc.ablate_cli import _sample
+    from pldc.data import Dataset, Example
+
+    examples = [Example(f"ex{i}", {"sentence": "s"}, LABELS[i % 4]) for i in range(50)]
+    dataset = Dataset(examples, "generic", "data.jsonl")
+    first = _sample(dataset, 10, 3)
+    ids = [e.id for e in first.examples]
+    assert len(ids) == 10
+    assert ids == sorted(ids, key=lambda name: int(name[2:]))
+    assert ids == [e.id for e in _sample(dataset, 10, 3).examples]
+    assert ids != [e.id for e in _sample(dataset, 10, 4).examples]
+    assert sum(first.label_counts.values()) == 10
+    with pytest.raises(UsageError, match="exceeds the 50 examples"):
+        _sample(dataset, 51, 0)
