@@ -16,10 +16,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pldc.data import FRAMINGS, Dataset
 from pldc.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from pldc.ablate import Ablation
+    from pldc.pipeline import CheckedRuleset
 
 
 def add_ablate_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -156,6 +160,8 @@ def run_ablate(args: argparse.Namespace) -> int:
         write_text(args.save, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     if args.prune is not None:
         document["prune"] = _write_pruned(args, checked, ablation)
+        if args.save is not None:
+            write_text(args.save, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     if args.json:
         print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
@@ -165,7 +171,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_pruned(args: argparse.Namespace, checked: Any, ablation: Any) -> dict[str, Any]:
+def _write_pruned(args: argparse.Namespace, checked: CheckedRuleset, ablation: Ablation) -> dict[str, Any]:
     from pldc.files import write_text
     from pldc.prune import PRUNE_CRITERION, prunable_rules, prune
 

@@ -306,6 +306,35 @@ def test_ablate_usage_errors_before_scoring(tmp_path: Path, capsys: pytest.Captu
     assert main(["ablate", str(TWO_RULES), "--data", str(data), "--prune", str(TWO_RULES)]) == 2
 
 
+def test_ablate_command_writes_outputs(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command's outputs, with scoring replaced by a synthetic ablation (no model)."""
+    import pldc.ablate
+    import pldc.student
+
+    class FakeStudent:
+        name = "synthetic"
+
+    def fake_ablate(checked: CheckedRuleset, *args: object, **kwargs: object) -> Ablation:
+        return synthetic_ablation(checked, {"JOB": "fixes", "RELIGION": "breaks"})
+
+    monkeypatch.setattr(pldc.student, "load_student", lambda *args, **kwargs: FakeStudent())
+    monkeypatch.setattr(pldc.ablate, "ablate", fake_ablate)
+    saved, html, pruned = tmp_path / "a.json", tmp_path / "a.html", tmp_path / "a.pld"
+    data = data_dir / "stereoset" / "dev.jsonl"
+    arguments = ["--data", str(data), "--limit", "5", "--save", str(saved), "--html", str(html)]
+    assert main(["ablate", str(TWO_RULES), *arguments, "--prune", str(pruned)]) == 0
+    out = capsys.readouterr().out
+    assert "JOB" in out
+    assert "removed rule JOB: pruned" in out
+    document = json.loads(saved.read_text(encoding="utf-8"))
+    assert document["prune"]["removed_rules"] == ["JOB"]
+    assert document["sample"] is None
+    assert "Pruned ruleset" in html.read_text(encoding="utf-8")
+    assert check_source(pruned.read_text(encoding="utf-8"), str(pruned)).ok
+
+
 def test_report_screenshot_in_chromium(tmp_path: Path) -> None:
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     if not Path(chromium).is_file():
@@ -360,6 +389,7 @@ def test_ablate_small_stereoset_run(data_dir: Path, tmp_path: Path) -> None:
         assert variant["verdict"] in ("helpful", "harmful", "inert")
         assert variant["result"]["examples"] == 20
     assert "pruned ruleset written to" in done.stdout
+    assert document["prune"]["path"] == str(pruned)
     assert run_pldc("check", str(pruned)).returncode == 0
     assert html.read_text(encoding="utf-8").count("data:image/png;base64,") == 4
 
