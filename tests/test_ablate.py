@@ -372,6 +372,8 @@ def test_ablate_small_stereoset_run(data_dir: Path, tmp_path: Path) -> None:
         "20",
         "--bootstrap",
         "200",
+        # Calibration scores a content-free input with the whole prompt again, doubling the cost per variant.
+        "--no-calibration",
         "--save",
         str(saved),
         "--html",
