@@ -6,12 +6,24 @@ import json
 import os
 import random
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from pldc.ablate import Ablation, Effect, Variant, classify, compare, paired_bootstrap, plan_variants, without_rules
+from pldc.ablate import (
+    Ablation,
+    Effect,
+    Variant,
+    ablate,
+    classify,
+    compare,
+    paired_bootstrap,
+    plan_variants,
+    without_rules,
+)
 from pldc.cli import main
+from pldc.data import Dataset, Example
 from pldc.diff import DefinitionRemoved, OverridesChanged, RuleRemoved, diff_rulesets
 from pldc.errors import UsageError
 from pldc.evaluate import EvalResult, Prediction
@@ -153,6 +165,48 @@ def test_without_rules_keeps_compiled_order() -> None:
     expected = [r.id.value for r in checked.ordered if r.id.value not in {"RACE_PLACE", "GEN_PERSON"}]
     assert [r.id.value for r in reduced.ordered] == expected
     assert len(checked.ordered) == 8
+
+
+class PromptReadingStudent:
+    """A stand-in student whose label scores depend on which rule ids the system prompt contains."""
+
+    name = "prompt-reading"
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def encode(self, text: str) -> list[int]:
+        return [len(word) for word in text.split()]
+
+    def score(
+        self, system_prompt: str, examples: Sequence[Example], labels: Sequence[str], *args: object, **kwargs: object
+    ) -> list[list[float]]:
+        self.prompts.append(system_prompt)
+        rows = []
+        for number, _ in enumerate(examples):
+            # Without REL_NAMED in the prompt, every third example scores religion highest.
+            religion = "REL_NAMED" not in system_prompt and number % 3 == 0
+            rows.append([1.0 if label == ("religion" if religion else "race") else 0.0 for label in labels])
+        return rows
+
+
+def test_ablate_groups_score_each_prompt_once() -> None:
+    checked = load_ruleset(STEREOSET)
+    examples = [Example(f"ex{i}", {"sentence": "text"}, LABELS[i % 4]) for i in range(12)]
+    student = PromptReadingStudent()
+    ablation = ablate(
+        checked, Dataset(examples, "generic", "data.jsonl"), student, groups=True, calibrate=False, resamples=50
+    )
+    names = [(v.variant.kind, v.variant.name) for v in ablation.variants]
+    assert len(names) == 8 + 5
+    # Three groups contain one rule each, so their prompts equal that rule's variant and are not scored again.
+    assert len(student.prompts) == 1 + 8 + 2
+    assert "REL_NAMED" in student.prompts[0]
+    by_name = {v.variant.name: v for v in ablation.variants}
+    assert len(by_name["REL_NAMED"].flips) == 4
+    assert by_name["religion_later"].flips == by_name["REL_NAMED"].flips
+    assert by_name["PROF_JOB"].flips == ()
+    assert by_name["gender"].variant.removed == ("GEN_FAMILY", "GEN_PERSON", "GEN_REFLEXIVE")
 
 
 def test_flips_list_changed_predictions() -> None:
@@ -372,7 +426,7 @@ def test_ablate_small_stereoset_run(data_dir: Path, tmp_path: Path) -> None:
         "20",
         "--bootstrap",
         "200",
-        # Calibration scores a content-free input with the whole prompt again, doubling the cost per variant.
+        # Calibration encodes the whole prompt once more per variant, a large share of a 20-example run.
         "--no-calibration",
         "--save",
         str(saved),
@@ -398,7 +452,6 @@ def test_ablate_small_stereoset_run(data_dir: Path, tmp_path: Path) -> None:
 
 def test_sample_seeded_and_in_file_order() -> None:
     from pldc.ablate_cli import _sample
-    from pldc.data import Dataset, Example
 
     examples = [Example(f"ex{i}", {"sentence": "s"}, LABELS[i % 4]) for i in range(50)]
     dataset = Dataset(examples, "generic", "data.jsonl")
