@@ -98,6 +98,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("--prune must name a new file, not the ruleset being ablated")
     if len(set(outputs)) < len(outputs):
         raise UsageError("--save, --html and --prune must name different files")
+    if args.html is not None:
+        from pldc.report import require_matplotlib
+
+        require_matplotlib()
     for path in (args.save, args.html, args.prune):
         # Checked before scoring, so a typo in a folder name does not cost the whole run.
         if path is not None and not path.resolve().parent.is_dir():

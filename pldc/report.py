@@ -10,6 +10,7 @@ escaped by Jinja's autoescaping.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ import jinja2
 
 from pldc import ast
 from pldc.ablate import CONFIDENCE, VERDICT_CRITERIA, Ablation
+from pldc.errors import UsageError
 from pldc.format import format_condition
 from pldc.pipeline import CheckedRuleset
 
@@ -279,8 +281,15 @@ are paired bootstrap {{ "%.0f"|format(doc.bootstrap.confidence * 100) }}% percen
 )
 
 
+def require_matplotlib() -> None:
+    """Raise :class:`UsageError` unless matplotlib, which draws the report's figures, is installed."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("HTML reports need matplotlib; install it with: pip install 'pldc[report]'")
+
+
 def render_html(document: Document) -> str:
     """Render the document as a self-contained HTML page with its figures embedded."""
+    require_matplotlib()
     figures = {
         "ablation": _data_uri(_ablation_figure(document)),
         "confusion": _data_uri(_confusion_figure(document)),

