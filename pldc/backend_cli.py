@@ -92,4 +92,9 @@ def load_backend(args: argparse.Namespace) -> Student | OpenAIBackend:
         concurrency=args.concurrency if args.concurrency is not None else DEFAULT_CONCURRENCY,
         request_timeout=args.request_timeout if args.request_timeout is not None else DEFAULT_REQUEST_TIMEOUT,
     )
+    if not backend.supports_logprobs and getattr(args, "scoring", "logprob") == "logprob" and not args.no_calibration:
+        raise UsageError(
+            f"{backend.name} returns no log-probabilities (scoring '{backend.scoring}'), so content-free "
+            "calibration cannot run; pass --no-calibration, or use --scoring generate"
+        )
     return backend

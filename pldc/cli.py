@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_commands(commands)
 
+    from pldc.ablate_cli import add_ablate_commands
+
+    add_ablate_commands(commands)
+
     from pldc.analysis_cli import add_analysis_commands
     from pldc.workflow_cli import add_workflow_commands
 
