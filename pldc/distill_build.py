@@ -5,7 +5,8 @@ and :func:`pldc.analysis.analyze`. Findings are then resolved in a fixed order u
 at warning or error level:
 
 1. ``duplicate`` and ``subsumed``: the redundant rule (the later duplicate, or the narrower rule)
-   is dropped and its examples, support and matching members move to the rule that covers it;
+   is dropped, its examples and support move to the rule that covers it, and the rules are
+   sorted by support again;
 2. ``conflict`` and ``order-dependent``: the rule with more support (the earlier one) gets
    ``overrides`` naming the other. Rules are ordered by support, so ``overrides`` always points
    down the list and never forms a cycle;
@@ -230,9 +231,16 @@ def _merge_redundant(findings: Sequence[Finding], resolution: Resolution) -> boo
         logger.info("rule %s merged into %s (%s)", redundant, keeper, finding.kind)
     if not dropped:
         return False
-    resolution.rules = [rule for rule in resolution.rules if rule.id not in dropped]
+    # A merge raises the keeper's support, so the rules are sorted by support again. Overrides and
+    # allow lines are cleared and found again, so that overrides keep pointing down the list.
+    kept = [rule for rule in resolution.rules if rule.id not in dropped]
+    position = {rule.id: number for number, rule in enumerate(kept)}
+    resolution.rules = sorted(kept, key=lambda rule: (-rule.support, position[rule.id]))
     for rule in resolution.rules:
-        rule.overrides = [name for name in rule.overrides if name not in dropped]
+        rule.overrides = []
+        rule.allows = {}
+    resolution.overrides.clear()
+    resolution.allowed.clear()
     return True
 
 
