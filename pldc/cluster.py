@@ -143,7 +143,7 @@ class GeminiRuleEmbedder:
 
 
 def rule_text(rule: dict[str, Any]) -> str:
-    """The text embedded for a rule: its title, its condition in words and its label."""
+    """Join a rule's title, its condition in words and its label into the text that is embedded."""
     return f"{rule['title']}. {rule['condition_text']} Label: {rule['label']}."
 
 
@@ -194,7 +194,7 @@ def knee(curve: Matrix) -> float | None:
     """Return the knee of an ascending curve: the point farthest below the chord from its first to last point.
 
     Both axes are scaled to [0, 1] first, as in the Kneedle method (Satopää et al., 2011), so the
-    answer does not depend on the scale of the distances. None when the curve has fewer than 3 points.
+    result does not depend on the scale of the distances. None when the curve has fewer than 3 points.
     """
     if len(curve) < 3:
         return None
@@ -207,7 +207,12 @@ def knee(curve: Matrix) -> float | None:
 
 
 def auto_eps(groups: Sequence[Matrix], min_samples: int) -> EpsChoice:
-    """Choose eps as the knee of the pooled k-distance curve (k = ``min_samples``), clipped to [EPS_MIN, EPS_MAX]."""
+    """Choose eps as the knee of the pooled k-distance curve (k = ``min_samples``), clipped to [EPS_MIN, EPS_MAX].
+
+    NOTE: the knee separates rules inside groups from outliers, not one group from another. MiniLM
+    embeddings of the test fixture's rules lie close together, so DBSCAN at this eps chains them
+    into one cluster. ``agglomerative`` and ``kmeans`` keep them apart there.
+    """
     curve = k_distances(groups, min_samples)
     found = knee(curve)
     if found is None:

@@ -106,7 +106,7 @@ class DraftRule:
 
 @dataclass(frozen=True)
 class BuildHeader:
-    """What the ``meta`` lines of the built file record."""
+    """The provenance that the ``meta`` lines of the built file record."""
 
     teacher: str
     student: str
@@ -193,8 +193,8 @@ def resolve_rules(
     """Resolve findings until the ruleset checks clean, and return its canonical text."""
     resolution = Resolution(rules)
     task_allows: dict[str, str] = {}
-    # Each round removes a rule, adds an override between a pair, or adds an allow line, so the
-    # number of rounds is bounded; the limit only guards against a bug that would loop forever.
+    # Each round removes a rule, adds overrides, or adds allow lines, so the rounds are bounded.
+    # The limit only stops a bug that would otherwise loop forever.
     limit = 4 * len(rules) ** 2 + 10
     for _ in range(limit):
         text = format_ruleset(build_ast(header, task, features, resolution.rules, task_allows))
@@ -325,7 +325,7 @@ class BuildOptions:
 
 @dataclass(frozen=True)
 class BuildResult:
-    """Where the build wrote its ruleset, with counts for the summary line."""
+    """The path of the built ruleset, with counts for the summary line."""
 
     path: Path
     records: int

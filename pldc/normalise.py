@@ -7,8 +7,8 @@ A feature that the task file already declares keeps its declared type, values an
 and new values seen in records are appended to it.
 
 Uses of one name with different types are inconsistent. They are reported in
-``features.json`` under ``inconsistent`` and are not dropped: the type used most often (or the
-task file's type) keeps the name, and each other type becomes its own feature named
+``features.json`` under ``inconsistent`` and are not dropped. The task file's type, or else the
+type used most often, keeps the name. Each other type becomes its own feature named
 ``NAME_TYPE``, so every rule keeps its exact condition.
 
 Each rule's condition becomes a conjunction of literals: ``feature`` or ``not feature`` for a

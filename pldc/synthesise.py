@@ -1,7 +1,7 @@
 """``pldc distill build``, stage 3: merge each cluster of rules into one rule, deterministically.
 
-- condition: the typed condition shared by the most members; a tie goes to the one with the
-  fewest literals, then the shortest text, then the first in lexicographic order;
+- condition: the typed condition shared by the most members. A tie goes to the fewest
+  literals, then the shortest text, then the first in lexicographic order;
 - title and rationale: those of the member closest to the cluster centroid;
 - label: the cluster's label;
 - ``examples``: the sorted union of the members' example ids; ``support``: the member count;
