@@ -350,3 +350,21 @@ def test_build_command_rejects_bad_eps(tmp_path: Path) -> None:
     result = run_pldc("distill", "build", str(TASK), "--run-dir", str(tmp_path), "--eps", "wide")
     assert result.returncode == 2
     assert "--eps 'wide'" in result.stderr
+
+
+def test_build_command_gemini_embedder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = run_dir_with_extract(tmp_path)
+    texts = {rule["id"]: rule_text(rule) for rule in normalised_rules(run_dir)["rules"]}
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    server = GeminiServer([], embeddings=planted_vectors(texts, 768)).start()
+    try:
+        result = run_pldc(
+            "distill", "build", str(TASK), "--run-dir", str(run_dir), "--embedder", "gemini", "--base-url", server.url
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert_planted_recovered(run_dir, list(PLANTED))
+    ruleset = load_ruleset(run_dir / "ruleset.pld").ruleset
+    assert (ruleset.meta_value("embedder") or "").startswith("gemini (dimensions 768")
+    assert len(ruleset.rules) == 8
