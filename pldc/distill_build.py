@@ -13,6 +13,8 @@ at warning or error level:
 3. anything else (such as ``shadowed``): an ``allow KIND "reason"`` line in the first rule the
    finding names, or in the task block for findings that name no rule.
 
+Last, the rules are renamed ``LABEL_N`` in their final order.
+
 The ruleset is printed with the canonical formatter, so the same inputs give the same bytes.
 ``manifest.json`` records the SHA-256 of every input and all parameters.
 """
@@ -124,6 +126,7 @@ class Resolution:
     merged: list[tuple[str, str]] = field(default_factory=list)
     overrides: list[tuple[str, str]] = field(default_factory=list)
     allowed: list[tuple[str, str]] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)
 
 
 def draft_rules(synthesised: dict[str, Any]) -> list[DraftRule]:
@@ -206,6 +209,8 @@ def resolve_rules(
         if progress is not None:
             progress(1)
         if not open_findings:
+            if _renumber(resolution):
+                continue
             return text, resolution
         if _merge_redundant(open_findings, resolution):
             continue
@@ -213,6 +218,28 @@ def resolve_rules(
             continue
         _allow_rest(open_findings, resolution, task_allows)
     raise InputError(f"{path}: findings were still open after {limit} rounds of resolution; report this as a bug")
+
+
+def _renumber(resolution: Resolution) -> bool:
+    """Rename the rules ``LABEL_N`` in their final order; return whether any id changed.
+
+    ``merged`` keeps the ids of ``synthesis.json``, and ``renamed`` maps those ids to the final ones.
+    """
+    counts: dict[str, int] = {}
+    mapping: dict[str, str] = {}
+    for rule in resolution.rules:
+        counts[rule.label] = counts.get(rule.label, 0) + 1
+        mapping[rule.id] = f"{rule.label}_{counts[rule.label]}"
+    if all(old == new for old, new in mapping.items()):
+        return False
+    for rule in resolution.rules:
+        rule.id = mapping[rule.id]
+        rule.overrides = [mapping[name] for name in rule.overrides]
+    original = {current: first for first, current in resolution.renamed.items()} if resolution.renamed else {}
+    resolution.renamed = {original.get(old, old): new for old, new in mapping.items() if original.get(old, old) != new}
+    resolution.overrides = [(mapping[first], mapping[second]) for first, second in resolution.overrides]
+    resolution.allowed = [(kind, mapping.get(target, target)) for kind, target in resolution.allowed]
+    return True
 
 
 def _merge_redundant(findings: Sequence[Finding], resolution: Resolution) -> bool:
@@ -297,6 +324,7 @@ def write_outputs(
             "merged": [list(pair) for pair in resolution.merged],
             "overrides": [list(pair) for pair in resolution.overrides],
             "allowed": [list(pair) for pair in resolution.allowed],
+            "renamed": resolution.renamed,
         },
     }
     write_stage(run_dir / MANIFEST_FILE, manifest)

@@ -111,6 +111,15 @@ def test_build_orders_rules_by_support(tmp_path: Path) -> None:
     assert supports == sorted(supports, reverse=True)
 
 
+def test_build_numbers_rules_per_label(tmp_path: Path) -> None:
+    path = build_in(run_dir_with_extract(tmp_path))
+    ids = [rule.id.value for rule in load_ruleset(path).ruleset.rules]
+    for label in LABELS:
+        numbered = [rule_id for rule_id in ids if rule_id.startswith(f"{label}_")]
+        assert numbered == [f"{label}_{number}" for number in range(1, len(numbered) + 1)]
+    assert len(ids) == 8
+
+
 def test_build_header_records_provenance(tmp_path: Path) -> None:
     path = build_in(run_dir_with_extract(tmp_path))
     ruleset = load_ruleset(path).ruleset
