@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from gemini_server import GeminiServer
 
+from pldc import ast
+from pldc.analysis import analyze
 from pldc.cache import CallCache
 from pldc.cluster import (
     EPS_MAX,
@@ -31,11 +33,11 @@ from pldc.cluster import (
     rule_text,
 )
 from pldc.distill import ExtractStore
-from pldc.distill_build import BuildOptions, build
+from pldc.distill_build import BuildHeader, BuildOptions, DraftRule, build, resolve_rules
 from pldc.gemini import GeminiClient, GeminiSettings
 from pldc.gemini_embed import GeminiEmbedder
 from pldc.normalise import normalise
-from pldc.pipeline import check_file, load_ruleset
+from pldc.pipeline import check_file, check_source, load_ruleset
 
 from conftest import FIXTURES, run_pldc
 
@@ -377,3 +379,51 @@ def test_build_command_gemini_embedder(tmp_path: Path, monkeypatch: pytest.Monke
     ruleset = load_ruleset(run_dir / "ruleset.pld").ruleset
     assert (ruleset.meta_value("embedder") or "").startswith("gemini (dimensions 768")
     assert len(ruleset.rules) == 8
+
+
+# ---- resolution -----------------------------------------------------------------------
+
+
+def draft(rule_id: str, label: str, literals: dict[str, bool], support: int) -> DraftRule:
+    return DraftRule(
+        id=rule_id,
+        label=label,
+        title=rule_id,
+        rationale="hand-made",
+        literals=[{"feature": name, "value": value} for name, value in sorted(literals.items())],
+        examples=[f"{rule_id}-{number}" for number in range(support)],
+        support=support,
+        matches=support,
+        teachers=["teacher"],
+    )
+
+
+@pytest.mark.parametrize("hit", ["first", "priority"])
+def test_resolve_merges_orders_and_allows(tmp_path: Path, hit: str) -> None:
+    task = load_ruleset(TASK).ruleset.task
+    assert task is not None
+    task = task.model_copy(update={"hit": ast.Name(value=hit)})
+    features = [
+        {"name": name, "type": "bool", "values": [], "definition": name}
+        for name in ("praises_design", "complains_support", "recommends")
+    ]
+    rules = [
+        draft("positive_1", "positive", {"praises_design": True}, 5),
+        draft("negative_1", "negative", {"praises_design": True, "complains_support": True}, 2),
+        draft("positive_2", "positive", {"praises_design": True, "recommends": True}, 1),
+        draft("positive_3", "positive", {"praises_design": True}, 1),
+    ]
+    header = BuildHeader("teacher", "embedded", "data.jsonl", "train", "tfidf", "dbscan")
+    text, resolution = resolve_rules(header, task, features, rules, str(tmp_path / "out.pld"))
+    assert sorted(resolution.merged) == [("positive_2", "positive_1"), ("positive_3", "positive_1")]
+    assert resolution.overrides == [("positive_1", "negative_1")]
+    assert resolution.allowed == [("shadowed", "negative_1")]
+    checked = check_source(text, "out.pld")
+    assert checked.diagnostics == []
+    analysis = analyze(checked.ruleset, checked.ordered, checked.priorities)
+    assert [finding.kind for finding, level in analysis.findings if level != "info"] == []
+    [keeper, shadowed] = checked.ruleset.rules
+    assert keeper.support == 7
+    assert keeper.confidence == pytest.approx(5 / 7, abs=1e-4)
+    assert len(keeper.examples) == 7
+    assert [allowance.kind.value for allowance in shadowed.allows] == ["shadowed"]
