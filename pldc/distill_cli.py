@@ -2,9 +2,11 @@
 
 ``pldc distill extract`` runs the first stage (one rule per training example, see
 :mod:`pldc.distill`). It talks to Gemini directly, or writes a Batch API input file
-(``--export-batch``) and reads the batch results back (``--import-batch``).
+(``--export-batch``) and reads the batch results back (``--import-batch``). ``pldc distill
+build`` runs the later stages on ``extract.jsonl`` without a teacher (see
+:mod:`pldc.distill_build`), and ``pldc distill`` alone prints the help.
 
-Exit codes: 0 every example has a record; 1 ``--import-batch`` found missing, failed or invalid
+Exit codes of ``extract``: 0 every example has a record; 1 ``--import-batch`` found missing, failed or invalid
 lines (each is listed; the valid ones are written); 2 invalid command line; 3 a missing or
 invalid file; 4 the teacher failed (a request that kept failing, or examples it refused or
 answered invalidly; each is listed and a re-run asks only those again); 130 interrupted.
@@ -102,8 +104,8 @@ def _add_build_command(stages: argparse._SubParsersAction[argparse.ArgumentParse
         "--min-samples",
         type=int,
         default=DEFAULT_MIN_SAMPLES,
-        help=f"rules, itself included, a dbscan core rule needs within eps; also the k of the k-distance "
-        f"(default {DEFAULT_MIN_SAMPLES})",
+        help="rules within eps that make a dbscan core rule, itself included; also the k of the k-distance "
+        f"curve (default {DEFAULT_MIN_SAMPLES})",
     )
     build.add_argument("-o", "--output", type=Path, help="write the ruleset here instead of RUN_DIR/ruleset.pld")
     build.add_argument(
