@@ -270,6 +270,7 @@ def _kmeans(vectors: Matrix) -> tuple[list[int], dict[str, Any]]:
         if best is None or score > best[0] + 1e-9:
             best = (score, k, [int(label) for label in labels])
     if best is None:
+        logger.info("no k up to %d gives two distinct k-means clusters; the %d rules form one", KMEANS_MAX_K, count)
         return [0] * count, {"k": 1, "silhouette": None}
     return best[2], {"k": best[1], "silhouette": round(best[0], DECIMALS)}
 
