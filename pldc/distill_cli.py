@@ -2,9 +2,11 @@
 
 ``pldc distill extract`` runs the first stage (one rule per training example, see
 :mod:`pldc.distill`). It talks to Gemini directly, or writes a Batch API input file
-(``--export-batch``) and reads the batch results back (``--import-batch``).
+(``--export-batch``) and reads the batch results back (``--import-batch``). ``pldc distill
+build`` runs the later stages on ``extract.jsonl`` without a teacher (see
+:mod:`pldc.distill_build`), and ``pldc distill`` alone prints the help.
 
-Exit codes: 0 every example has a record; 1 ``--import-batch`` found missing, failed or invalid
+Exit codes of ``extract``: 0 every example has a record; 1 ``--import-batch`` found missing, failed or invalid
 lines (each is listed; the valid ones are written); 2 invalid command line; 3 a missing or
 invalid file; 4 the teacher failed (a request that kept failing, or examples it refused or
 answered invalidly; each is listed and a re-run asks only those again); 130 interrupted.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +32,8 @@ if TYPE_CHECKING:
 
 def add_distill_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     distill = commands.add_parser("distill", help="build rules from labelled data with a teacher model")
-    stages = distill.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    stages = distill.add_subparsers(dest="stage", metavar="STAGE")
+    distill.set_defaults(handler=lambda _args: _print_help(distill))
     extract = stages.add_parser(
         "extract",
         help="ask the teacher for one rule per training example",
@@ -70,6 +73,94 @@ def add_distill_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     batch.add_argument("--export-batch", type=Path, metavar="FILE", help="write a Batch API input file; call nothing")
     batch.add_argument("--import-batch", type=Path, metavar="FILE", help="read Batch API results into the run dir")
     extract.set_defaults(handler=run_extract)
+    _add_build_command(stages)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
+def _add_build_command(stages: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from pldc.cluster import DEFAULT_MIN_SAMPLES, EMBEDDERS, METHODS
+
+    build = stages.add_parser(
+        "build",
+        help="cluster and merge the extracted rules into a .pld file",
+        description="Normalise the features of RUN_DIR/extract.jsonl, cluster the rules per label, merge each "
+        "cluster into one rule, resolve the findings of pldc check, and write RUN_DIR/ruleset.pld and "
+        "RUN_DIR/manifest.json. A stage whose inputs are unchanged is skipped.",
+    )
+    build.add_argument("task", type=Path, metavar="TASK", help=".pld file with the task block; its features are reused")
+    build.add_argument("--run-dir", type=Path, required=True, help="directory with extract.jsonl and the stage outputs")
+    build.add_argument("--embedder", choices=EMBEDDERS, default="tfidf", help="rule embeddings (default tfidf)")
+    build.add_argument("--method", choices=METHODS, default="dbscan", help="clustering method (default dbscan)")
+    build.add_argument(
+        "--eps",
+        default="auto",
+        help="cosine distance threshold of dbscan and agglomerative, or 'auto' for the k-distance knee (default auto)",
+    )
+    build.add_argument(
+        "--min-samples",
+        type=int,
+        default=DEFAULT_MIN_SAMPLES,
+        help="rules within eps that make a dbscan core rule, itself included; also the k of the k-distance "
+        f"curve (default {DEFAULT_MIN_SAMPLES})",
+    )
+    build.add_argument("-o", "--output", type=Path, help="write the ruleset here instead of RUN_DIR/ruleset.pld")
+    build.add_argument(
+        "--data", type=Path, help="the training data file to record (default: the one extract.jsonl names)"
+    )
+    build.add_argument("--split", help="the data split to record (default: the data file's name without extension)")
+    build.add_argument("--student", default="embedded", help="the student model to record (default embedded)")
+    build.add_argument("--base-url", help="Gemini API endpoint for --embedder gemini (default: as for extract)")
+    build.set_defaults(handler=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pldc.cluster import ClusterSettings
+    from pldc.distill_build import BuildOptions, build, make_embedder
+
+    eps: float | None = None
+    if args.eps != "auto":
+        try:
+            eps = float(args.eps)
+        except ValueError:
+            raise UsageError(f"--eps {args.eps!r} is not a number or 'auto'") from None
+    settings = ClusterSettings(method=args.method, eps=eps, min_samples=args.min_samples)
+    settings.check()
+    options = BuildOptions(
+        task_path=args.task,
+        run_dir=args.run_dir,
+        embedder=args.embedder,
+        settings=settings,
+        output=args.output,
+        data=args.data,
+        split=args.split,
+        student=args.student,
+        gemini_base_url=args.base_url,
+    )
+    bars: list[tqdm[None]] = []
+
+    def progress(description: str, total: int) -> Callable[[int], None]:
+        bar: tqdm[None] = tqdm(total=total, desc=description, unit="rule", file=sys.stderr, disable=None)
+        bars.append(bar)
+        return bar.update
+
+    try:
+        result = build(options, make_embedder(options), progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    resolution = result.resolution
+    print(
+        f"wrote {result.path}: {result.rules} rules from {result.records} extracted rules in {result.clusters} "
+        f"clusters ({result.noise} noise); {len(resolution.merged)} merged, {len(resolution.overrides)} overrides, "
+        f"{len(resolution.allowed)} allow lines"
+    )
+    return 0
 
 
 def run_extract(args: argparse.Namespace) -> int:

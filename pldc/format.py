@@ -247,3 +247,8 @@ def _assignment(assignment: ast.Assignment) -> str:
         return f"not {assignment.feature.value}"
     assert isinstance(assignment.value, ast.Name)
     return f"{assignment.feature.value} = {assignment.value.value}"
+
+
+def format_ruleset(ruleset: ast.Ruleset) -> str:
+    """Return the canonical text of a ruleset built in code rather than parsed, so it has no comments."""
+    return _Printer([], set()).print_ruleset(ruleset)
