@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Rebuild the distilled rulesets from the recorded teacher answers under rulesets/teacher/ and
+# compare them with the committed rulesets/*_distilled.pld. Usage: scripts/distill_recorded.sh [OUT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${PLDC_DATA:-../shared/data}
+OUT=${1:-runs/recorded}
+. .venv/bin/activate
+rm -rf "$OUT"
+mkdir -p "$OUT/stereoset/sample" "$OUT/contract_nli"
+
+# StereoSet ids are FILE:LINE, so the sample file keeps each sampled row on its original line
+# and leaves the other lines blank (the reader skips blank lines but counts them).
+python - "$DATA/stereoset/train.jsonl" rulesets/teacher/stereoset/sampled_line_numbers.json \
+    "$OUT/stereoset/sample/train.jsonl" <<'PY'
+import json
+import sys
+
+source, numbers, target = sys.argv[1:]
+with open(numbers, encoding="utf-8") as handle:
+    keep = set(json.load(handle))
+with open(source, encoding="utf-8") as rows, open(target, "w", encoding="utf-8") as out:
+    for number, line in enumerate(rows, 1):
+        out.write(line if number in keep else "\n")
+PY
+pldc distill extract rulesets/stereoset_domain.pld --data "$OUT/stereoset/sample/train.jsonl" \
+    --framing stereoset-domain --run-dir "$OUT/stereoset" --model claude-subagent \
+    --import-batch rulesets/teacher/stereoset/results.jsonl
+pldc distill build rulesets/stereoset_domain.pld --run-dir "$OUT/stereoset" \
+    --data ../shared/data/stereoset/train.jsonl --split "train (320-row seeded sample)" \
+    -o "$OUT/stereoset_distilled.pld"
+
+# ContractNLI: train_small.json holds 34 pairs; the first 16 NDAs of dev.json add 272 more.
+pldc distill extract rulesets/contract_nli.pld --data "$DATA/contract_nli/train_small.json" \
+    --framing contract-nli --run-dir "$OUT/contract_nli_train" --model claude-subagent-teacher \
+    --import-batch rulesets/teacher/contract_nli/results.jsonl
+pldc distill extract rulesets/contract_nli.pld --data "$DATA/contract_nli/dev.json" --limit 272 \
+    --framing contract-nli --run-dir "$OUT/contract_nli_dev" --model claude-subagent-teacher \
+    --import-batch rulesets/teacher/contract_nli/results_dev.jsonl
+cat "$OUT/contract_nli_train/extract.jsonl" "$OUT/contract_nli_dev/extract.jsonl" > "$OUT/contract_nli/extract.jsonl"
+pldc distill build rulesets/contract_nli.pld --run-dir "$OUT/contract_nli" \
+    --data ../shared/data/contract_nli/train_small.json \
+    --split "train_small.json (2 NDAs) and dev.json (first 16 NDAs)" -o "$OUT/contract_nli_distilled.pld"
+
+pldc check "$OUT/stereoset_distilled.pld" "$OUT/contract_nli_distilled.pld"
+for name in stereoset_distilled contract_nli_distilled; do
+    if cmp -s "$OUT/$name.pld" "rulesets/$name.pld"; then
+        echo "$name.pld: identical to rulesets/$name.pld"
+    else
+        echo "$name.pld: differs from rulesets/$name.pld" >&2
+        exit 1
+    fi
+done
