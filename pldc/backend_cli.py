@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pldc.errors import UsageError
 
 if TYPE_CHECKING:
-    from pldc.openai_backend import OpenAIBackend
-    from pldc.student import Student
+    from pldc.backend import StudentBackend
 
-BACKENDS = ("transformers", "openai")
+BACKENDS = ("transformers", "openai", "gemini")
 # Options that only the openai backend reads; their defaults are None so that an explicit use is detectable.
 OPENAI_OPTIONS = ("base_url", "api_key_env", "concurrency", "request_timeout")
 
@@ -25,9 +25,13 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=BACKENDS,
         default="transformers",
-        help="run the student in-process with transformers (default) or call an OpenAI-compatible server",
+        help="run the student in-process with transformers (default), call an OpenAI-compatible server, "
+        "or call Gemini (answers constrained to the labels; --scoring generate)",
     )
-    group.add_argument("--base-url", help="openai backend: the server's API root, such as http://127.0.0.1:8000/v1")
+    group.add_argument(
+        "--base-url",
+        help="openai: the server's API root, such as http://127.0.0.1:8000/v1; gemini: another API endpoint",
+    )
     group.add_argument(
         "--api-key-env",
         metavar="NAME",
@@ -51,6 +55,16 @@ def check_backend_arguments(args: argparse.Namespace) -> None:
     """Raise :class:`UsageError` for backend options that do not fit together; needs no network or model."""
     from pldc.embedded import EMBEDDED_NAME
 
+    if args.backend == "gemini":
+        given = [name for name in OPENAI_OPTIONS if name != "base_url" and getattr(args, name) is not None]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise UsageError(f"{flags} applies only to --backend openai")
+        if args.model == EMBEDDED_NAME:
+            raise UsageError("--backend gemini needs --model NAME, a Gemini model id such as gemini-2.5-flash")
+        if getattr(args, "scoring", "generate") == "logprob":
+            raise UsageError("Gemini returns no label log-probabilities; pass --scoring generate or --scoring cot")
+        return
     if args.backend != "openai":
         given = [name for name in OPENAI_OPTIONS if getattr(args, name) is not None]
         if given:
@@ -70,9 +84,19 @@ def check_backend_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--request-timeout must be a positive number of seconds")
 
 
-def load_backend(args: argparse.Namespace) -> Student | OpenAIBackend:
-    """Load the backend that ``args`` selects, after checking that its options fit together."""
+def load_backend(args: argparse.Namespace, labels: Sequence[str] = ()) -> StudentBackend:
+    """Load the backend that ``args`` selects, after checking that its options fit together.
+
+    ``labels`` are the task's labels, which the Gemini backend constrains its answers to.
+    """
     check_backend_arguments(args)
+    if args.backend == "gemini":
+        from pldc.cache import CacheMode, CallCache
+        from pldc.gemini import GeminiClient, GeminiSettings, GeminiStudent
+
+        # evaluate() caches every answer itself, so the client does not keep a second copy.
+        client = GeminiClient(GeminiSettings(model=args.model, base_url=args.base_url), CallCache(mode=CacheMode.OFF))
+        return GeminiStudent(client, labels)
     if args.backend != "openai":
         from pldc.student import load_student
 

@@ -150,7 +150,7 @@ def run_eval(args: argparse.Namespace) -> int:
     elif args.refresh:
         mode = CacheMode.REFRESH
     cache = CallCache(args.cache, mode)
-    student = load_backend(args)
+    student = load_backend(args, [label.name.value for label in task.labels])
     variants = [True, False] if args.compare else [not args.no_rules]
     results = []
     for include_rules in variants:

@@ -31,6 +31,8 @@ from pldc.gemini import (
 )
 from pldc.gemini_embed import GeminiEmbedder
 
+from conftest import ROOT
+
 SECRET_KEY = "test-key-9f8e7d6c5b4a"
 SCHEMA = {
     "type": "OBJECT",
@@ -335,3 +337,28 @@ def test_embedding_wrong_dimensions_raise(embedding_server: GeminiServer, cache:
     with pytest.raises(ModelError, match="example r1: gemini-embedding-001 returned 4 dimensions, not 768"):
         embedder.embed(rule_items(1))
     assert len(cache) == 0
+
+
+def test_eval_with_gemini_backend_scores_generated_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from pldc.cli import main
+
+    monkeypatch.setenv("GEMINI_API_KEY", SECRET_KEY)
+    task = ROOT / "tests" / "fixtures" / "distill" / "sentiment_task.pld"
+    data = ROOT / "tests" / "fixtures" / "distill" / "reviews.jsonl"
+    with serve("student_reviews.json") as server:
+        server.inject("review-r2", "429")
+        arguments = ["eval", str(task), "--data", str(data), "--framing", "jsonl", "--map", "review=review"]
+        arguments += ["--label-field", "sentiment", "--backend", "gemini", "--base-url", server.url]
+        arguments += ["--model", "gemini-test", "--scoring", "generate", "--no-rules"]
+        arguments += ["--cache", str(tmp_path / "calls.sqlite"), "--json"]
+        output = tmp_path / "out.json"
+        with output.open("w") as handle:
+            monkeypatch.setattr("sys.stdout", handle)
+            assert main(arguments) == 0
+        assert sum(server.calls.values()) == 7
+    [result] = json.loads(output.read_text())["results"]
+    assert result["metrics"]["accuracy"] == pytest.approx(5 / 6)
+    assert result["unparseable"] == {"count": 0, "ids": []}
+    assert SECRET_KEY not in output.read_text()
