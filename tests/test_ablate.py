@@ -172,9 +172,13 @@ class PromptReadingStudent:
     """A stand-in student whose label scores depend on which rule ids the system prompt contains."""
 
     name = "prompt-reading"
+    supports_logprobs = True
 
     def __init__(self) -> None:
         self.prompts: list[str] = []
+
+    def identity(self) -> dict[str, str]:
+        return {"backend": "test", "model": self.name}
 
     def encode(self, text: str) -> list[int]:
         return [len(word) for word in text.split()]
