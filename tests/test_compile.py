@@ -54,6 +54,14 @@ def test_shipped_rulesets_compile_byte_identical() -> None:
         assert first.stdout == second.stdout
 
 
+def test_stereoset_prompt_matches_golden_file() -> None:
+    # Scores depend on every byte of the prompt, down to blank lines, so the default template's
+    # output for a shipped ruleset is pinned.
+    result = run_pldc("compile", str(ROOT / "rulesets" / "stereoset_domain.pld"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (FIXTURES / "prompts" / "stereoset_domain.txt").read_text(encoding="utf-8")
+
+
 def test_contract_nli_prompt_contains_every_rule_id() -> None:
     checked = load_ruleset(ROOT / "rulesets" / "contract_nli.pld")
     text = compile_prompt(checked.ruleset, checked.ordered).text
