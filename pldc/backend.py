@@ -24,7 +24,7 @@ class Generation:
 
 
 def user_content(example: Example, input_names: Sequence[str]) -> str:
-    """The user turn for ``example``: one ``name: value`` paragraph per task input, in task order."""
+    """Return the user turn for ``example``: one ``name: value`` paragraph per task input, in task order."""
     return "\n\n".join(f"{name}: {example.inputs[name]}" for name in input_names)
 
 
@@ -35,7 +35,7 @@ class StudentBackend(Protocol):
     supports_logprobs: bool
 
     def identity(self) -> dict[str, Any]:
-        """What identifies the model's answers in the call cache (no credentials)."""
+        """Return what identifies the model's output in the call cache (no credentials)."""
         ...
 
     def score(

@@ -31,7 +31,7 @@ SCHEMA = 1
 
 
 class CacheMode(enum.Enum):
-    """How a run uses the cache: read and write, write only (``--refresh``), or not at all."""
+    """The cache mode of a run: read and write, write only (``--refresh``), or off."""
 
     USE = "use"
     REFRESH = "refresh"

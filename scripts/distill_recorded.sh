@@ -30,7 +30,7 @@ pldc distill build rulesets/stereoset_domain.pld --run-dir "$OUT/stereoset" \
     --data ../shared/data/stereoset/train.jsonl --split "train (320-row seeded sample)" \
     -o "$OUT/stereoset_distilled.pld"
 
-# ContractNLI: train_small.json holds 34 pairs; the first 16 NDAs of dev.json add 272 more.
+# ContractNLI: train_small.json contains 34 pairs, and the first 16 NDAs of dev.json add 272 more.
 pldc distill extract rulesets/contract_nli.pld --data "$DATA/contract_nli/train_small.json" \
     --framing contract-nli --run-dir "$OUT/contract_nli_train" --model claude-subagent-teacher \
     --import-batch rulesets/teacher/contract_nli/results.jsonl

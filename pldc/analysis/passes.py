@@ -141,7 +141,7 @@ def _may_imply(context: Context, narrow: int, wide: int) -> bool:
 
 
 def _overlap(context: Context, first: int, second: int) -> dict[str, Value] | None:
-    """A witness that the rules at ``first`` and ``second`` can fire together, or None."""
+    """Return a witness that the rules at ``first`` and ``second`` can fire together, or None."""
     left, right = context.boxes[first], context.boxes[second]
     if left is None or right is None:
         rules = context.index.rules
@@ -155,7 +155,7 @@ def _overlap(context: Context, first: int, second: int) -> dict[str, Value] | No
 
 
 def _example(context: Context, position: int) -> dict[str, Value] | None:
-    """An assignment under which the rule at ``position`` fires, or None if none does."""
+    """Return an assignment under which the rule at ``position`` fires, or None if none exists."""
     boxes = context.boxes[position]
     if boxes is None:
         return solve(context.index.rules[position].condition, context.domains)  # type: ignore[arg-type]
@@ -163,7 +163,7 @@ def _example(context: Context, position: int) -> dict[str, Value] | None:
 
 
 def _implies(context: Context, narrow: int, wide: int) -> bool:
-    """Whether rule ``narrow``'s condition implies rule ``wide``'s."""
+    """Test whether rule ``narrow``'s condition implies rule ``wide``'s."""
     narrow_boxes, wide_boxes = context.boxes[narrow], context.boxes[wide]
     if narrow_boxes is None or wide_boxes is None:
         rules = context.index.rules
@@ -172,7 +172,7 @@ def _implies(context: Context, narrow: int, wide: int) -> bool:
 
 
 def _covered(context: Context, position: int, earlier: list[int]) -> bool:
-    """Whether the rules at ``earlier`` cover the whole condition of the rule at ``position``.
+    """Test whether the rules at ``earlier`` cover the whole condition of the rule at ``position``.
 
     Boxes go to the SAT solver, which is exact and, unlike splitting boxes, quick to prove that
     many small rules together cover a large one. A condition too large for boxes goes to the
