@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pldc import ast
 from pldc.data import Example
 from pldc.errors import InputError, ModelError, UsageError
-from pldc.gemini import GeminiClient, GeminiRequest, InvalidAnswerError, RefusalError, RejectedAnswer
 from pldc.parse import KEYWORDS
+from pldc.teacher import InvalidAnswerError, RefusalError, RejectedAnswer, Teacher, TeacherRequest
 
 logger = logging.getLogger("pldc")
 
@@ -169,7 +169,7 @@ def parse_extraction(text: str, gold_label: str) -> Extraction:
 
 @dataclass(frozen=True)
 class ExtractionPrompt:
-    """The extraction template, rendered per example into a :class:`GeminiRequest`."""
+    """The extraction template, rendered per example into a :class:`TeacherRequest`."""
 
     template: jinja2.Template
     task: ast.Task
@@ -189,7 +189,7 @@ class ExtractionPrompt:
             "labels": [{"name": label.name.value, "description": label.description} for label in self.task.labels],
         }
 
-    def request(self, example: Example) -> GeminiRequest:
+    def request(self, example: Example) -> TeacherRequest:
         module = self.template.module
         if not hasattr(module, "system") or not hasattr(module, "user"):
             raise InputError(f"{self.template.filename}: an extraction template must define macros system and user")
@@ -204,7 +204,7 @@ class ExtractionPrompt:
         except jinja2.TemplateError as error:
             raise InputError(f"{self.template.filename}: template error: {error}") from None
         schema = extraction_schema(self.task)
-        return GeminiRequest(system=system, user=user, response_mime_type="application/json", response_schema=schema)
+        return TeacherRequest(system=system, user=user, response_mime_type="application/json", response_schema=schema)
 
 
 # ---- the stage output -------------------------------------------------------
@@ -329,7 +329,7 @@ def pending_examples(examples: Sequence[Example], store: ExtractStore) -> list[E
 def extract(
     examples: Sequence[Example],
     prompt: ExtractionPrompt,
-    client: GeminiClient,
+    client: Teacher,
     store: ExtractStore,
     workers: int = 4,
     progress: Callable[[int], None] | None = None,
@@ -343,12 +343,12 @@ def extract(
     """
     if workers < 1:
         raise UsageError("--workers must be at least 1")
-    store.check_teacher(client.settings.model)
+    store.check_teacher(client.model)
     pending = pending_examples(examples, store)
     report = ExtractReport(skipped=len(examples) - len(pending))
     requests = [(example, prompt.request(example)) for example in pending]
 
-    def ask(example: Example, request: GeminiRequest) -> Extraction:
+    def ask(example: Example, request: TeacherRequest) -> Extraction:
         answer = client.ask(example.id, request, lambda text: parse_extraction(text, example.label))
         return answer.value
 
@@ -374,8 +374,8 @@ def extract(
 
 def _submit(
     pool: ThreadPoolExecutor,
-    ask: Callable[[Example, GeminiRequest], Extraction],
-    queue: Iterator[tuple[Example, GeminiRequest]],
+    ask: Callable[[Example, TeacherRequest], Extraction],
+    queue: Iterator[tuple[Example, TeacherRequest]],
     running: dict[Future[Extraction], Example],
     count: int,
 ) -> None:
@@ -389,7 +389,7 @@ def _submit(
 
 
 def _collect(
-    future: Future[Extraction], example: Example, client: GeminiClient, store: ExtractStore, report: ExtractReport
+    future: Future[Extraction], example: Example, client: Teacher, store: ExtractStore, report: ExtractReport
 ) -> None:
     try:
         extraction = future.result()
@@ -399,7 +399,7 @@ def _collect(
         return
     except ModelError:
         raise
-    store.append(ExtractRecord.build(example, client.settings.model, extraction))
+    store.append(ExtractRecord.build(example, client.model, extraction))
     report.extracted += 1
 
 

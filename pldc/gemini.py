@@ -20,20 +20,28 @@ it is never logged, never part of a cache key, and removed from every error mess
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pldc.backend import Generation, user_content
 from pldc.cache import CallCache
 from pldc.data import Example
 from pldc.errors import ModelError, UsageError
+from pldc.teacher import (
+    Answer,
+    CallStats,
+    InvalidAnswerError,
+    RefusalError,
+    RejectedAnswer,
+    TeacherRequest,
+    reask_message,
+)
 
 if TYPE_CHECKING:
     from google.genai import Client
@@ -53,18 +61,6 @@ THINKING_LEVELS = ("minimal", "low", "medium", "high")
 REFUSAL_REASONS = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 )
-
-
-class RefusalError(ModelError):
-    """Raised when the model declined to answer a request (blocked prompt or safety stop)."""
-
-
-class InvalidAnswerError(ModelError):
-    """Raised when every answer to a request failed validation."""
-
-
-class RejectedAnswer(ValueError):
-    """Raised by an answer parser; the message says why the answer was rejected."""
 
 
 def api_key_from_env() -> str:
@@ -123,82 +119,28 @@ class GeminiSettings:
             return {"thinkingLevel": self.thinking_level.upper()}
         return None
 
-
-@dataclass(frozen=True)
-class GeminiRequest:
-    """One generateContent request: the system instruction, the user turn and the response format.
-
-    ``response_schema`` is in the Gemini API's OpenAPI subset (``type: OBJECT``, ``enum``,
-    ``required``...), as sent in ``generationConfig.responseSchema``.
-    """
-
-    system: str
-    user: str
-    response_mime_type: str
-    response_schema: dict[str, Any]
-    max_output_tokens: int | None = None
-
-    def cache_parts(self, settings: GeminiSettings) -> dict[str, Any]:
-        return {
-            "backend": "gemini",
-            "model": settings.model,
-            "parameters": settings.parameters(),
-            "max_output_tokens": self.max_output_tokens,
-            "response_mime_type": self.response_mime_type,
-            "response_schema": self.response_schema,
-            "system": self.system,
-            "input": self.user,
-        }
-
-    def generation_config(self, settings: GeminiSettings) -> dict[str, Any]:
-        """Build the REST ``generationConfig`` object (camelCase field names)."""
+    def generation_config(self, request: TeacherRequest) -> dict[str, Any]:
+        """Build the REST ``generationConfig`` object of ``request`` (camelCase field names)."""
         config: dict[str, Any] = {
-            "responseMimeType": self.response_mime_type,
-            "responseSchema": self.response_schema,
+            "responseMimeType": request.response_mime_type,
+            "responseSchema": request.response_schema,
         }
-        if settings.temperature is not None:
-            config["temperature"] = settings.temperature
-        if self.max_output_tokens is not None:
-            config["maxOutputTokens"] = self.max_output_tokens
-        thinking = settings.thinking_config()
+        if self.temperature is not None:
+            config["temperature"] = self.temperature
+        if request.max_output_tokens is not None:
+            config["maxOutputTokens"] = request.max_output_tokens
+        thinking = self.thinking_config()
         if thinking is not None:
             config["thinkingConfig"] = thinking
         return config
 
-    def rest_body(self, settings: GeminiSettings) -> dict[str, Any]:
-        """Build the REST ``GenerateContentRequest`` body, as the Batch API takes it."""
+    def rest_body(self, request: TeacherRequest) -> dict[str, Any]:
+        """Build the REST ``GenerateContentRequest`` body of ``request``, as the Batch API takes it."""
         return {
-            "contents": [{"role": "user", "parts": [{"text": self.user}]}],
-            "systemInstruction": {"parts": [{"text": self.system}]},
-            "generationConfig": self.generation_config(settings),
+            "contents": [{"role": "user", "parts": [{"text": request.user}]}],
+            "systemInstruction": {"parts": [{"text": request.system}]},
+            "generationConfig": self.generation_config(request),
         }
-
-
-@dataclass(frozen=True)
-class Answer(Generic[T]):
-    """A validated answer, its text and cost; ``cached`` is True when no request was sent."""
-
-    value: T
-    text: str
-    tokens: int
-    seconds: float
-    cached: bool
-
-
-@dataclass
-class CallStats:
-    """Counts of what the client did, for the end-of-run summary."""
-
-    requests: int = 0
-    cache_hits: int = 0
-    retries: int = 0
-    reasks: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **counts: int) -> None:
-        with self.lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
 
 
 def _transient_transport_errors() -> tuple[type[BaseException], ...]:
@@ -214,7 +156,7 @@ def _transient_transport_errors() -> tuple[type[BaseException], ...]:
 
 
 class GeminiClient:
-    """Sends :class:`GeminiRequest` s to Gemini with retries, re-asks and the call cache."""
+    """Sends :class:`TeacherRequest` s to Gemini with retries, re-asks and the call cache."""
 
     def __init__(
         self,
@@ -230,6 +172,10 @@ class GeminiClient:
         self._client = client
         self._client_lock = threading.Lock()
         self._transport_errors = _transient_transport_errors()
+
+    @property
+    def model(self) -> str:
+        return self.settings.model
 
     def sdk_client(self) -> Client:
         """Create the SDK client on first use, so that a fully cached run needs no API key."""
@@ -260,13 +206,13 @@ class GeminiClient:
             text = text.replace(self._api_key, "[API key]")
         return text
 
-    def ask(self, request_id: str, request: GeminiRequest, parse: Callable[[str], T]) -> Answer[T]:
+    def ask(self, request_id: str, request: TeacherRequest, parse: Callable[[str], T]) -> Answer[T]:
         """Return the parsed answer to ``request``, from the cache or from the model.
 
         ``parse`` turns the answer text into a value or raises :class:`RejectedAnswer`.
         ``request_id`` (an example id) names the request in logs and errors.
         """
-        parts = request.cache_parts(self.settings)
+        parts = request.cache_parts("gemini", self.settings.model, self.settings.parameters())
         stored = self.cache.get(parts)
         if stored is not None:
             try:
@@ -280,7 +226,7 @@ class GeminiClient:
         self.cache.put(parts, {"text": answer.text, "tokens": answer.tokens, "seconds": answer.seconds})
         return answer
 
-    def _ask_model(self, request_id: str, request: GeminiRequest, parse: Callable[[str], T]) -> Answer[T]:
+    def _ask_model(self, request_id: str, request: TeacherRequest, parse: Callable[[str], T]) -> Answer[T]:
         contents: list[dict[str, Any]] = [{"role": "user", "parts": [{"text": request.user}]}]
         reason = ""
         for reask in range(self.settings.max_reasks + 1):
@@ -314,7 +260,7 @@ class GeminiClient:
         )
 
     def _send(
-        self, request_id: str, request: GeminiRequest, contents: list[dict[str, Any]]
+        self, request_id: str, request: TeacherRequest, contents: list[dict[str, Any]]
     ) -> genai_types.GenerateContentResponse:
         """Send one generateContent call, retrying transient failures."""
         from google.genai import types
@@ -372,7 +318,7 @@ class GeminiClient:
         delay = min(self.settings.initial_backoff * 2 ** (attempt - 1), self.settings.max_backoff)
         return delay * random.uniform(0.5, 1.0)
 
-    def _sdk_config(self, request: GeminiRequest) -> genai_types.GenerateContentConfig:
+    def _sdk_config(self, request: TeacherRequest) -> genai_types.GenerateContentConfig:
         from google.genai import types
 
         thinking_config = self.settings.thinking_config()
@@ -413,14 +359,6 @@ class GeminiClient:
         )
 
 
-def reask_message(reason: str) -> str:
-    """Build the user turn that follows a rejected answer."""
-    return (
-        f"Your previous answer was rejected: {reason}. "
-        "Reply again with only the answer, in exactly the format the response schema requires."
-    )
-
-
 def _retry_after_seconds(error: Any) -> float | None:
     """Read the ``Retry-After`` header of an API error's HTTP response, in seconds (None when absent)."""
     response = getattr(error, "response", None)
@@ -439,14 +377,6 @@ def _retry_after_seconds(error: Any) -> float | None:
 
 def _enum_name(value: Any) -> str:
     return str(getattr(value, "value", value))
-
-
-def parse_json_answer(text: str) -> Any:
-    """Decode an answer that must be one JSON value, raising :class:`RejectedAnswer` otherwise."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RejectedAnswer(f"not valid JSON ({error.msg} at character {error.pos})") from None
 
 
 class GeminiStudent:
@@ -491,7 +421,7 @@ class GeminiStudent:
         schema = {"type": "STRING", "enum": self.labels}
         generations: list[Generation] = []
         for example in examples:
-            request = GeminiRequest(
+            request = TeacherRequest(
                 system=system_prompt,
                 user=user_content(example, input_names),
                 response_mime_type="text/x.enum",

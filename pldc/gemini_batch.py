@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pldc.data import Example
 from pldc.distill import ExtractionPrompt, ExtractRecord, ExtractStore, parse_extraction, pending_examples
 from pldc.files import open_output, read_text
-from pldc.gemini import REFUSAL_REASONS, GeminiSettings, RejectedAnswer
+from pldc.gemini import REFUSAL_REASONS, GeminiSettings
+from pldc.teacher import RejectedAnswer
 
 # ---- the request shape ------------------------------------------------------
 
@@ -95,7 +96,7 @@ def export_batch(
     lines: list[str] = []
     for example in pending:
         request = prompt.request(example)
-        checked = BatchRequestLine.model_validate({"key": example.id, "request": request.rest_body(settings)})
+        checked = BatchRequestLine.model_validate({"key": example.id, "request": settings.rest_body(request)})
         lines.append(checked.model_dump_json(exclude_none=True))
     with open_output(path) as handle:
         for line in lines:

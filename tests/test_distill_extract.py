@@ -33,9 +33,10 @@ from pldc.distill import (
     parse_extraction,
 )
 from pldc.errors import InputError, UsageError
-from pldc.gemini import GeminiClient, GeminiSettings, RejectedAnswer
+from pldc.gemini import GeminiClient, GeminiSettings
 from pldc.gemini_batch import BatchRequestLine, export_batch, import_batch
 from pldc.pipeline import load_ruleset
+from pldc.teacher import RejectedAnswer
 
 from conftest import FIXTURES, ROOT, run_pldc
 
@@ -415,7 +416,7 @@ def test_export_batch_skips_extracted(tmp_path: Path, dataset: Dataset, prompt: 
 def test_batch_request_model_rejects_bad_line(
     change: Any, field: str, dataset: Dataset, prompt: ExtractionPrompt
 ) -> None:
-    line = {"key": "r1", "request": prompt.request(dataset.examples[0]).rest_body(GeminiSettings())}
+    line = {"key": "r1", "request": GeminiSettings().rest_body(prompt.request(dataset.examples[0]))}
     BatchRequestLine.model_validate(line)
     change(line)
     with pytest.raises(ValueError, match=field):

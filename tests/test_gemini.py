@@ -18,18 +18,9 @@ from pldc import gemini_embed
 from pldc.cache import CallCache
 from pldc.data import Example
 from pldc.errors import ModelError, UsageError
-from pldc.gemini import (
-    GeminiClient,
-    GeminiRequest,
-    GeminiSettings,
-    GeminiStudent,
-    InvalidAnswerError,
-    RefusalError,
-    RejectedAnswer,
-    api_key_from_env,
-    parse_json_answer,
-)
+from pldc.gemini import GeminiClient, GeminiSettings, GeminiStudent, api_key_from_env
 from pldc.gemini_embed import GeminiEmbedder
+from pldc.teacher import InvalidAnswerError, RefusalError, RejectedAnswer, TeacherRequest, parse_json_answer
 
 from conftest import ROOT
 
@@ -53,8 +44,8 @@ def parse_verdict(text: str) -> Verdict:
         raise RejectedAnswer(f"does not fit the schema ({error.error_count()} errors)") from None
 
 
-def verdict_request(review: str) -> GeminiRequest:
-    return GeminiRequest(
+def verdict_request(review: str) -> TeacherRequest:
+    return TeacherRequest(
         system="Classify the sentiment of a product review and give a reason.",
         user=f"Review: {review}",
         response_mime_type="application/json",
