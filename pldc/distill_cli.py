@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING
 
 from pldc.data import FRAMINGS, Example
 from pldc.errors import ModelError, UsageError
-from pldc.gemini import DEFAULT_TEACHER_MODEL, THINKING_LEVELS
+from pldc.teacher_cli import add_teacher_arguments
 
 if TYPE_CHECKING:
-    from pldc.cache import CallCache
     from pldc.distill import ExtractionPrompt, ExtractStore
-    from pldc.gemini import GeminiSettings
+    from pldc.teacher import Teacher
 
 
 def add_distill_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,27 +47,7 @@ def add_distill_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     extract.add_argument("--label-field", default="label", help="generic data: the label column (default 'label')")
     extract.add_argument("--limit", type=int, help="use only the first N examples")
     extract.add_argument("--template", default="extract", help="extraction prompt template name or .j2 path")
-    teacher = extract.add_argument_group("teacher")
-    teacher.add_argument(
-        "--model", default=DEFAULT_TEACHER_MODEL, help=f"Gemini model (default {DEFAULT_TEACHER_MODEL})"
-    )
-    teacher.add_argument(
-        "--thinking-budget", type=int, help="thinking tokens per answer: -1 dynamic, 0 off (default: the model's)"
-    )
-    teacher.add_argument(
-        "--thinking-level", choices=THINKING_LEVELS, help="thinking level of Gemini 3 models (default: the model's)"
-    )
-    teacher.add_argument("--temperature", type=float, help="sampling temperature (default: the model's)")
-    teacher.add_argument("--workers", type=int, default=4, help="requests in flight at once (default 4)")
-    teacher.add_argument("--max-attempts", type=int, default=5, help="requests per call on HTTP 429/5xx (default 5)")
-    teacher.add_argument("--max-reasks", type=int, default=2, help="re-asks after an invalid answer (default 2)")
-    teacher.add_argument("--timeout", type=float, default=300.0, help="seconds per HTTP request (default 300)")
-    teacher.add_argument(
-        "--base-url", help="Gemini API endpoint (default: GOOGLE_GEMINI_BASE_URL, else Google's public endpoint)"
-    )
-    cache = extract.add_mutually_exclusive_group()
-    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the call cache")
-    cache.add_argument("--refresh", action="store_true", help="ask the teacher again and overwrite cached answers")
+    add_teacher_arguments(extract)
     batch = extract.add_mutually_exclusive_group()
     batch.add_argument("--export-batch", type=Path, metavar="FILE", help="write a Batch API input file; call nothing")
     batch.add_argument("--import-batch", type=Path, metavar="FILE", help="read Batch API results into the run dir")
@@ -164,25 +143,15 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from pldc.cache import CacheMode, CallCache
     from pldc.data import load_dataset
     from pldc.distill import ExtractionPrompt, ExtractStore
     from pldc.eval_cli import _field_map as field_map
-    from pldc.gemini import GeminiSettings
     from pldc.pipeline import load_ruleset
+    from pldc.teacher_cli import gemini_settings, make_teacher, open_call_cache
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    settings = GeminiSettings(
-        model=args.model,
-        thinking_budget=args.thinking_budget,
-        thinking_level=args.thinking_level,
-        temperature=args.temperature,
-        max_attempts=args.max_attempts,
-        max_reasks=args.max_reasks,
-        timeout=args.timeout,
-        base_url=args.base_url,
-    )
+    settings = gemini_settings(args)
     task = load_ruleset(args.task).ruleset.task
     if task is None:
         raise UsageError(f"{args.task}: no task block; extraction needs the task's inputs and labels")
@@ -199,14 +168,9 @@ def run_extract(args: argparse.Namespace) -> int:
     if args.import_batch is not None:
         return _import(args.import_batch, dataset.examples, store, settings.model)
 
-    mode = CacheMode.USE
-    if args.no_cache:
-        mode = CacheMode.OFF
-    elif args.refresh:
-        mode = CacheMode.REFRESH
-    call_cache = CallCache(mode=mode)
+    call_cache = open_call_cache(args)
     try:
-        return _extract_live(dataset.examples, prompt, settings, call_cache, store, args.workers)
+        return _extract_live(dataset.examples, prompt, make_teacher(args, call_cache), store, args.workers)
     finally:
         call_cache.close()
 
@@ -214,24 +178,21 @@ def run_extract(args: argparse.Namespace) -> int:
 def _extract_live(
     examples: Sequence[Example],
     prompt: ExtractionPrompt,
-    settings: GeminiSettings,
-    call_cache: CallCache,
+    client: Teacher,
     store: ExtractStore,
     workers: int,
 ) -> int:
     from tqdm import tqdm
 
     from pldc.distill import extract, pending_examples, summary_line
-    from pldc.gemini import GeminiClient
 
-    client = GeminiClient(settings, call_cache)
     pending = len(pending_examples(examples, store))
     with tqdm(total=pending, desc="extracting", unit="ex", file=sys.stderr, disable=None) as bar:
         report = extract(examples, prompt, client, store, workers=workers, progress=bar.update)
     stats = client.stats
     print(summary_line(report, len(examples), store.path))
     print(
-        f"teacher {settings.model}: {stats.requests} requests, {stats.cache_hits} cached answers, "
+        f"teacher {client.model}: {stats.requests} requests, {stats.cache_hits} cached answers, "
         f"{stats.retries} retries, {stats.reasks} re-asks"
     )
     if report.failures:
