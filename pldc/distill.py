@@ -167,6 +167,27 @@ def parse_extraction(text: str, gold_label: str) -> Extraction:
 # ---- the prompt -------------------------------------------------------------
 
 
+def task_context(task: ast.Task) -> dict[str, Any]:
+    """Describe the task for a teacher template: its name, description, inputs and labels."""
+    return {
+        "name": task.name.value,
+        "description": task.description or "",
+        "inputs": [{"name": i.name.value, "description": i.description} for i in task.inputs],
+        "labels": [{"name": label.name.value, "description": label.description} for label in task.labels],
+    }
+
+
+def render_macros(template: jinja2.Template, system: Sequence[Any], user: Sequence[Any]) -> tuple[str, str]:
+    """Render a teacher template's ``system`` and ``user`` macros with the given arguments."""
+    module = template.module
+    if not hasattr(module, "system") or not hasattr(module, "user"):
+        raise InputError(f"{template.filename}: a teacher template must define macros system and user")
+    try:
+        return str(module.system(*system)).strip(), str(module.user(*user)).strip()
+    except jinja2.TemplateError as error:
+        raise InputError(f"{template.filename}: template error: {error}") from None
+
+
 @dataclass(frozen=True)
 class ExtractionPrompt:
     """The extraction template, rendered per example into a :class:`TeacherRequest`."""
@@ -181,28 +202,13 @@ class ExtractionPrompt:
 
         return cls(load_template(template), task, tuple(i.name.value for i in task.inputs))
 
-    def _task_context(self) -> dict[str, Any]:
-        return {
-            "name": self.task.name.value,
-            "description": self.task.description or "",
-            "inputs": [{"name": i.name.value, "description": i.description} for i in self.task.inputs],
-            "labels": [{"name": label.name.value, "description": label.description} for label in self.task.labels],
-        }
-
     def request(self, example: Example) -> TeacherRequest:
-        module = self.template.module
-        if not hasattr(module, "system") or not hasattr(module, "user"):
-            raise InputError(f"{self.template.filename}: an extraction template must define macros system and user")
         context = {
             "id": example.id,
             "label": example.label,
             "inputs": [{"name": name, "value": example.inputs[name]} for name in self.input_names],
         }
-        try:
-            system = str(module.system(self._task_context())).strip()
-            user = str(module.user(context)).strip()
-        except jinja2.TemplateError as error:
-            raise InputError(f"{self.template.filename}: template error: {error}") from None
+        system, user = render_macros(self.template, [task_context(self.task)], [context])
         schema = extraction_schema(self.task)
         return TeacherRequest(system=system, user=user, response_mime_type="application/json", response_schema=schema)
 

@@ -28,9 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
+
 import pldc
 from pldc import ast
 from pldc.analysis import Finding, analyze
+from pldc.arbitrate import ARBITRATED, Arbiter, ResolvePrompt, RuleView, finding_key
 from pldc.cluster import (
     EMBEDDERS,
     ClusterSettings,
@@ -41,13 +44,15 @@ from pldc.cluster import (
     cluster,
 )
 from pldc.distill import EXTRACT_FILE, ExtractRecord, ExtractStore
-from pldc.errors import DiagnosticError, InputError, UsageError
+from pldc.errors import DiagnosticError, InputError, ModelError, UsageError
 from pldc.format import format_ruleset
-from pldc.normalise import condition_ast, literals_from_json, normalise
+from pldc.merge import MergePrompt, TeacherMerger
+from pldc.normalise import condition_ast, literals_from_json, normalise, render_condition
 from pldc.pipeline import check_source
 from pldc.resources import resource_dir
 from pldc.stage_files import sha256_file, write_stage, write_text
 from pldc.synthesise import synthesise
+from pldc.teacher import Teacher
 
 logger = logging.getLogger("pldc")
 
@@ -116,17 +121,25 @@ class BuildHeader:
     split: str
     embedder: str
     clustering: str
+    merge: str | None = None
+    resolve: str | None = None
 
 
 @dataclass
 class Resolution:
-    """The resolved rules and what was done to them."""
+    """The resolved rules and what was done to them.
+
+    ``decisions`` records the teacher's decisions with the rule ids of ``synthesis.json``;
+    ``deferred`` holds the findings whose decision could not be applied.
+    """
 
     rules: list[DraftRule]
     merged: list[tuple[str, str]] = field(default_factory=list)
     overrides: list[tuple[str, str]] = field(default_factory=list)
     allowed: list[tuple[str, str]] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    deferred: set[str] = field(default_factory=set)
 
 
 def draft_rules(synthesised: dict[str, Any]) -> list[DraftRule]:
@@ -164,6 +177,10 @@ def build_ast(
         ("embedder", header.embedder),
         ("clustering", header.clustering),
     ]
+    if header.merge is not None:
+        meta.append(("merge", header.merge))
+    if header.resolve is not None:
+        meta.append(("resolve", header.resolve))
     allows = {allowance.kind.value: allowance.reason for allowance in task.allows}
     allows.update(task_allows)
     built_task = task.model_copy(
@@ -192,8 +209,13 @@ def resolve_rules(
     rules: list[DraftRule],
     path: str,
     progress: Callable[[int], None] | None = None,
-) -> tuple[str, Resolution]:
-    """Resolve findings until the ruleset checks clean, and return its canonical text."""
+    arbiter: Arbiter | None = None,
+) -> tuple[str, Resolution] | None:
+    """Resolve findings until the ruleset checks clean, and return its canonical text.
+
+    With an ``arbiter``, findings between two rules go to the teacher first; return None while
+    one of them waits for a batch answer.
+    """
     resolution = Resolution(rules)
     task_allows: dict[str, str] = {}
     # Each round removes a rule, adds overrides, or adds allow lines, so the rounds are bounded.
@@ -212,12 +234,117 @@ def resolve_rules(
             if _renumber(resolution):
                 continue
             return text, resolution
+        if arbiter is not None:
+            applied = _arbitrate(arbiter, open_findings, resolution)
+            if applied is None:
+                return None
+            if applied:
+                continue
         if _merge_redundant(open_findings, resolution):
             continue
         if _order_conflicts(open_findings, resolution):
             continue
         _allow_rest(open_findings, resolution, task_allows)
     raise InputError(f"{path}: findings were still open after {limit} rounds of resolution; report this as a bug")
+
+
+def _arbitrate(arbiter: Arbiter, findings: Sequence[Finding], resolution: Resolution) -> bool | None:
+    """Ask the teacher about the open findings between two rules and apply its decisions.
+
+    Return whether a decision changed the rules, or None when an answer is still pending.
+    """
+    by_id = {rule.id: rule for rule in resolution.rules}
+    asked = [
+        finding
+        for finding in findings
+        if finding.kind in ARBITRATED and len(finding.rules) >= 2 and finding_key(finding) not in resolution.deferred
+    ]
+    if not asked:
+        return False
+    views = [(finding, [_view(by_id[rule_id]) for rule_id in finding.rules[:2]]) for finding in asked]
+    decided = arbiter.decide(views)
+    if decided.failures:
+        raise ModelError(
+            f"{arbiter.teacher.model} gave no valid decision for {len(decided.failures)} findings "
+            f"({'; '.join(decided.failures[:5])}); see the warnings above, then re-run to ask again"
+        )
+    if decided.pending:
+        return None
+    changed = False
+    touched: set[str] = set()
+    for finding in asked:
+        key = finding_key(finding)
+        first, second = finding.rules[:2]
+        if first in touched or second in touched:
+            continue
+        decision = decided.decisions[key]
+        other = second if decision.rule == first else first
+        applied = _apply_decision(
+            finding, decision.action, by_id[decision.rule], by_id[other], decision.reason, resolution
+        )
+        resolution.decisions.append(
+            {
+                "finding": key,
+                "action": decision.action,
+                "rule": decision.rule,
+                "reason": decision.reason,
+                "applied": applied,
+            }
+        )
+        if applied:
+            touched.update((first, second))
+            changed = True
+        else:
+            resolution.deferred.add(key)
+            logger.warning(
+                "finding %s: the teacher's decision (%s %s) cannot apply; resolved without it",
+                key,
+                decision.action,
+                decision.rule,
+            )
+    return changed
+
+
+def _apply_decision(
+    finding: Finding, action: str, named: DraftRule, other: DraftRule, reason: str, resolution: Resolution
+) -> bool:
+    if action == "override":
+        if other.id in named.overrides or _reaches(resolution.rules, other.id, named.id):
+            return False
+        named.overrides = [*named.overrides, other.id]
+        resolution.overrides.append((named.id, other.id))
+        return True
+    if action == "drop":
+        other.absorb(named)
+        resolution.rules = [rule for rule in resolution.rules if rule.id != named.id]
+        for rule in resolution.rules:
+            rule.overrides = [target for target in rule.overrides if target != named.id]
+        resolution.merged.append((named.id, other.id))
+        return True
+    if finding.kind in named.allows:
+        return False
+    named.allows[finding.kind] = f"teacher: {reason}"
+    resolution.allowed.append((finding.kind, named.id))
+    return True
+
+
+def _reaches(rules: Sequence[DraftRule], start: str, goal: str) -> bool:
+    """Return whether ``start`` overrides ``goal``, directly or through other rules."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(rule.id for rule in rules)
+    graph.add_edges_from((rule.id, target) for rule in rules for target in rule.overrides)
+    return start in graph and goal in graph and nx.has_path(graph, start, goal)
+
+
+def _view(rule: DraftRule) -> RuleView:
+    return RuleView(
+        id=rule.id,
+        title=rule.title,
+        condition=render_condition(literals_from_json(rule.literals)),
+        label=rule.label,
+        rationale=rule.rationale,
+        support=rule.support,
+    )
 
 
 def _renumber(resolution: Resolution) -> bool:
@@ -325,6 +452,7 @@ def write_outputs(
             "overrides": [list(pair) for pair in resolution.overrides],
             "allowed": [list(pair) for pair in resolution.allowed],
             "renamed": resolution.renamed,
+            "decisions": resolution.decisions,
         },
     }
     write_stage(run_dir / MANIFEST_FILE, manifest)
@@ -349,6 +477,9 @@ class BuildOptions:
     split: str | None = None
     student: str = "embedded"
     gemini_base_url: str | None = None
+    merge: str = "vote"
+    resolve: str = "rules"
+    workers: int = 4
 
 
 @dataclass(frozen=True)
@@ -361,6 +492,14 @@ class BuildResult:
     noise: int
     rules: int
     resolution: Resolution
+
+
+@dataclass(frozen=True)
+class BuildPending:
+    """A build stopped because a teacher stage waits for batch answers."""
+
+    stage: str
+    waiting: int
 
 
 def make_embedder(options: BuildOptions) -> Embedder:
@@ -402,11 +541,17 @@ def build(
     options: BuildOptions,
     embedder: Embedder,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
-) -> BuildResult:
+    teacher: Teacher | None = None,
+) -> BuildResult | BuildPending:
     """Run normalise, cluster, synthesise and resolve on ``RUN_DIR/extract.jsonl``.
 
     ``progress(description, total)`` returns a callback that advances a progress bar.
+    ``teacher`` answers the requests of ``--merge teacher`` and ``--resolve teacher``; when it
+    queues requests for a batch instead, the build stops at that stage and returns
+    :class:`BuildPending`.
     """
+    if teacher is None and (options.merge == "teacher" or options.resolve == "teacher"):
+        raise UsageError("--merge teacher and --resolve teacher need a teacher")
     from pldc.pipeline import load_ruleset
 
     run_dir = options.run_dir
@@ -428,7 +573,17 @@ def build(
     labels = [label.name.value for label in task.labels]
     embed_progress = progress("embedding", len(records)) if progress is not None else None
     clustered = cluster(normalised, labels, embedder, options.settings, run_dir, embed_progress)
-    synthesised = synthesise(normalised, clustered, run_dir)
+    merger: TeacherMerger | None = None
+    if options.merge == "teacher" and teacher is not None:
+        merger = TeacherMerger(teacher, MergePrompt.load(task), template_hashes(["merge"])["merge"], options.workers)
+    multi = sum(1 for entry in clustered["clusters"] if len(entry["members"]) > 1)
+    merge_progress = progress("merging", multi) if progress is not None and merger is not None else None
+    synthesised = synthesise(normalised, clustered, run_dir, merger, merge_progress)
+    if synthesised is None:
+        return BuildPending("merge", _waiting(teacher))
+    arbiter: Arbiter | None = None
+    if options.resolve == "teacher" and teacher is not None:
+        arbiter = Arbiter(teacher, ResolvePrompt.load(task), template_hashes(["resolve"])["resolve"], options.workers)
 
     parameters = clustered["parameters"]
     clustering = f"{parameters['method']}, eps {parameters['eps']['eps']} ({parameters['eps']['source']}), "
@@ -440,18 +595,29 @@ def build(
         split=options.split or data_path.stem,
         embedder=_describe_embedder(embedder.identity()),
         clustering=clustering,
+        merge=f"{teacher.model} (templates/merge.j2)" if merger is not None and teacher is not None else None,
+        resolve=f"{teacher.model} (templates/resolve.j2)" if arbiter is not None and teacher is not None else None,
     )
     target = options.output if options.output is not None else run_dir / RULESET_FILE
     rules = draft_rules(synthesised)
     resolve_progress = progress("resolving", len(rules)) if progress is not None else None
-    text, resolution = resolve_rules(header, task, normalised["features"], rules, str(target), resolve_progress)
+    features = synthesised.get("features", normalised["features"])
+    resolved = resolve_rules(header, task, features, rules, str(target), resolve_progress, arbiter)
+    if resolved is None:
+        return BuildPending("resolve", _waiting(teacher))
+    text, resolution = resolved
+    templates = ["extract", "default"]
+    if merger is not None:
+        templates.append("merge")
+    if arbiter is not None:
+        templates.append("resolve")
     manifest = {
         "pldc": pldc.__version__,
         "inputs": {
             "data": {"path": str(data_path), "sha256": sha256_file(data_path)},
             "task": {"path": str(options.task_path), "sha256": sha256_file(options.task_path)},
             "extract": {"path": str(extract_path), "sha256": sha256_file(extract_path)},
-            "templates": template_hashes(["extract", "default"]),
+            "templates": template_hashes(templates),
         },
         "embedder": embedder.identity(),
         "parameters": {
@@ -461,6 +627,8 @@ def build(
             "chosen": parameters,
             "split": header.split,
             "student": options.student,
+            "merge": merger.identity() if merger is not None else "vote",
+            "resolve": arbiter.identity() if arbiter is not None else "rules",
         },
         "stages": {
             "normalise": normalised["input_hash"],
@@ -471,6 +639,11 @@ def build(
     path = write_outputs(run_dir, options.output, text, manifest, resolution)
     noise = sum(1 for entry in clustered["clusters"] if entry.get("noise"))
     return BuildResult(path, len(records), len(clustered["clusters"]), noise, len(resolution.rules), resolution)
+
+
+def _waiting(teacher: Teacher | None) -> int:
+    pending = getattr(teacher, "pending", None)
+    return len(pending) if pending is not None else 0
 
 
 def _describe_embedder(identity: dict[str, Any]) -> str:

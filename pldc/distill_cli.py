@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING
 
 from pldc.data import FRAMINGS, Example
 from pldc.errors import ModelError, UsageError
-from pldc.teacher_cli import add_teacher_arguments
+from pldc.teacher_cli import add_teacher_arguments, open_call_cache
 
 if TYPE_CHECKING:
+    from pldc.cache import CallCache
     from pldc.distill import ExtractionPrompt, ExtractStore
+    from pldc.distill_build import BuildPending
     from pldc.teacher import Teacher
 
 
@@ -92,7 +94,31 @@ def _add_build_command(stages: argparse._SubParsersAction[argparse.ArgumentParse
     )
     build.add_argument("--split", help="the data split to record (default: the data file's name without extension)")
     build.add_argument("--student", default="embedded", help="the student model to record (default embedded)")
-    build.add_argument("--base-url", help="Gemini API endpoint for --embedder gemini (default: as for extract)")
+    build.add_argument(
+        "--merge",
+        choices=("vote", "teacher"),
+        default="vote",
+        help="merge each cluster by a vote over its members' conditions (default), or ask the teacher",
+    )
+    build.add_argument(
+        "--resolve",
+        choices=("rules", "teacher"),
+        default="rules",
+        help="resolve findings by fixed rules (default), or ask the teacher about each finding between two rules",
+    )
+    batch = build.add_argument_group("batch")
+    batch.add_argument(
+        "--export-batch", type=Path, metavar="FILE", help="write the teacher requests without an answer; call nothing"
+    )
+    batch.add_argument(
+        "--import-batch",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="answer teacher requests from Batch API results (repeatable)",
+    )
+    add_teacher_arguments(build)
     build.set_defaults(handler=run_build)
 
 
@@ -100,7 +126,7 @@ def run_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pldc.cluster import ClusterSettings
-    from pldc.distill_build import BuildOptions, build, make_embedder
+    from pldc.distill_build import BuildOptions, BuildPending, build, make_embedder
 
     eps: float | None = None
     if args.eps != "auto":
@@ -110,6 +136,11 @@ def run_build(args: argparse.Namespace) -> int:
             raise UsageError(f"--eps {args.eps!r} is not a number or 'auto'") from None
     settings = ClusterSettings(method=args.method, eps=eps, min_samples=args.min_samples)
     settings.check()
+    asks_teacher = args.merge == "teacher" or args.resolve == "teacher"
+    if (args.export_batch is not None or args.import_batch) and not asks_teacher:
+        raise UsageError("--export-batch and --import-batch need --merge teacher or --resolve teacher")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
     options = BuildOptions(
         task_path=args.task,
         run_dir=args.run_dir,
@@ -120,6 +151,9 @@ def run_build(args: argparse.Namespace) -> int:
         split=args.split,
         student=args.student,
         gemini_base_url=args.base_url,
+        merge=args.merge,
+        resolve=args.resolve,
+        workers=args.workers,
     )
     bars: list[tqdm[None]] = []
 
@@ -128,18 +162,76 @@ def run_build(args: argparse.Namespace) -> int:
         bars.append(bar)
         return bar.update
 
+    call_cache = open_call_cache(args) if asks_teacher else None
+    teacher = _build_teacher(args, call_cache) if call_cache is not None else None
     try:
-        result = build(options, make_embedder(options), progress)
+        result = build(options, make_embedder(options), progress, teacher)
     finally:
         for bar in bars:
             bar.close()
+        if call_cache is not None:
+            call_cache.close()
+    problems = _batch_problems(teacher)
+    if isinstance(result, BuildPending):
+        return _pending(args, teacher, result, problems)
     resolution = result.resolution
     print(
         f"wrote {result.path}: {result.rules} rules from {result.records} extracted rules in {result.clusters} "
         f"clusters ({result.noise} noise); {len(resolution.merged)} merged, {len(resolution.overrides)} overrides, "
         f"{len(resolution.allowed)} allow lines"
+        + (f", {len(resolution.decisions)} teacher decisions" if args.resolve == "teacher" else "")
     )
-    return 0
+    if teacher is not None and args.export_batch is None and not args.import_batch:
+        stats = teacher.stats
+        print(f"teacher {teacher.model}: {stats.requests} requests, {stats.cache_hits} cached answers")
+    return 1 if problems else 0
+
+
+def _build_teacher(args: argparse.Namespace, call_cache: CallCache) -> Teacher:
+    from pldc.batch_teacher import BatchResults, BatchTeacher
+    from pldc.teacher_cli import gemini_settings, make_teacher
+
+    if args.export_batch is None and not args.import_batch:
+        return make_teacher(args, call_cache)
+    results = BatchResults()
+    for path in args.import_batch:
+        found = BatchResults.read(path)
+        for problem in found.problems:
+            print(f"pldc: {problem.render(path)}", file=sys.stderr)
+        results.problems.extend(found.problems)
+        results.failed.update(found.failed)
+        results.texts.update(found.texts)
+    return BatchTeacher(gemini_settings(args), call_cache, results)
+
+
+def _batch_problems(teacher: Teacher | None) -> int:
+    """Print every imported result line that answered nothing or was invalid; return how many."""
+    from pldc.batch_teacher import BatchTeacher
+
+    if not isinstance(teacher, BatchTeacher):
+        return 0
+    problems = teacher.unused_results()
+    for problem in problems:
+        print(f"pldc: {problem.render()}", file=sys.stderr)
+    return len(problems) + len(teacher.invalid) + len(teacher.results.problems)
+
+
+def _pending(args: argparse.Namespace, teacher: Teacher | None, result: BuildPending, problems: int) -> int:
+    from pldc.batch_teacher import BatchTeacher
+
+    if not isinstance(teacher, BatchTeacher):
+        raise ModelError(f"the {result.stage} stage is waiting for teacher answers; report this as a bug")
+    if args.export_batch is None:
+        raise ModelError(
+            f"{result.waiting} teacher requests of the {result.stage} stage have no answer in the imported results; "
+            "pass --export-batch FILE to write them"
+        )
+    written = teacher.write_export(args.export_batch)
+    print(
+        f"wrote {written} batch requests of the {result.stage} stage to {args.export_batch}; run them with the "
+        "Batch API, then re-run this command with --import-batch RESULTS"
+    )
+    return 1 if problems else 0
 
 
 def run_extract(args: argparse.Namespace) -> int:

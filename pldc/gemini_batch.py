@@ -109,14 +109,16 @@ def export_batch(
 
 @dataclass(frozen=True)
 class BatchProblem:
-    """A result line (or a missing one) that produced no record."""
+    """A result line (or a missing one) that produced no record; ``path`` names the file when known."""
 
     key: str | None
     line: int | None
     message: str
+    path: Path | None = None
 
-    def render(self, path: Path) -> str:
-        where = f"{path}:{self.line}" if self.line is not None else str(path)
+    def render(self, path: Path | None = None) -> str:
+        source = path if path is not None else self.path
+        where = f"{source}:{self.line}" if self.line is not None else str(source)
         key = f"key {self.key!r}: " if self.key is not None else ""
         return f"{where}: {key}{self.message}"
 
@@ -144,7 +146,7 @@ def import_batch(path: Path, examples: Sequence[Example], store: ExtractStore, t
     for number, raw in enumerate(read_text(path).splitlines(), start=1):
         if not raw.strip():
             continue
-        line = _read_line(raw)
+        line = read_result_line(raw)
         key = line.key
         if key is None:
             result.problems.append(BatchProblem(None, number, line.problem or "malformed line"))
@@ -177,7 +179,7 @@ def import_batch(path: Path, examples: Sequence[Example], store: ExtractStore, t
 
 
 @dataclass(frozen=True)
-class _ResultLine:
+class ResultLine:
     """A result line's key and either its answer text or the reason it has none."""
 
     key: str | None
@@ -185,45 +187,45 @@ class _ResultLine:
     problem: str | None = None
 
 
-def _read_line(raw: str) -> _ResultLine:
+def read_result_line(raw: str) -> ResultLine:
     try:
         document = json.loads(raw)
     except json.JSONDecodeError as error:
-        return _ResultLine(None, problem=f"malformed line: not valid JSON ({error.msg} at character {error.pos})")
+        return ResultLine(None, problem=f"malformed line: not valid JSON ({error.msg} at character {error.pos})")
     if not isinstance(document, dict):
-        return _ResultLine(None, problem="malformed line: not a JSON object")
+        return ResultLine(None, problem="malformed line: not a JSON object")
     key = document.get("key")
     if not isinstance(key, str) or not key:
-        return _ResultLine(None, problem="malformed line: no string 'key'")
+        return ResultLine(None, problem="malformed line: no string 'key'")
     if "error" in document:
         status = document["error"] if isinstance(document["error"], dict) else {}
         code = " ".join(str(status[name]) for name in ("code", "status") if status.get(name)) or "no status"
-        return _ResultLine(key, problem=f"request failed ({code}): {status.get('message', 'no message')}")
+        return ResultLine(key, problem=f"request failed ({code}): {status.get('message', 'no message')}")
     response = document.get("response")
     if not isinstance(response, dict):
-        return _ResultLine(key, problem="malformed line: neither 'response' nor 'error'")
+        return ResultLine(key, problem="malformed line: neither 'response' nor 'error'")
     return _response_text(key, response)
 
 
-def _response_text(key: str, response: dict[str, Any]) -> _ResultLine:
+def _response_text(key: str, response: dict[str, Any]) -> ResultLine:
     feedback = _get(response, "promptFeedback", "prompt_feedback") or {}
     blocked = _get(feedback, "blockReason", "block_reason")
     if blocked:
-        return _ResultLine(key, problem=f"refused: prompt blocked ({blocked})")
+        return ResultLine(key, problem=f"refused: prompt blocked ({blocked})")
     candidates = response.get("candidates") or []
     if not candidates:
-        return _ResultLine(key, problem="refused: no candidates in the response")
+        return ResultLine(key, problem="refused: no candidates in the response")
     candidate = candidates[0]
     finish = _get(candidate, "finishReason", "finish_reason") or ""
     if finish in REFUSAL_REASONS:
-        return _ResultLine(key, problem=f"refused: finishReason {finish}")
+        return ResultLine(key, problem=f"refused: finishReason {finish}")
     parts = (candidate.get("content") or {}).get("parts") or []
     text = "".join(part.get("text", "") for part in parts if not part.get("thought"))
     if not text:
-        return _ResultLine(
+        return ResultLine(
             key, problem=f"malformed line: the candidate has no text (finishReason {finish or 'missing'})"
         )
-    return _ResultLine(key, text=text)
+    return ResultLine(key, text=text)
 
 
 def _get(document: dict[str, Any], camel: str, snake: str) -> Any:

@@ -32,6 +32,7 @@ from pldc.stage_files import digest, read_stage, write_stage
 logger = logging.getLogger("pldc")
 
 FEATURES_FILE = "features.json"
+CONFIDENCE_DECIMALS = 4
 
 LiteralValue = bool | str
 
@@ -228,3 +229,46 @@ def _literal(feature: RuleFeature, name: str) -> TypedLiteral:
     if feature.type == "bool":
         return TypedLiteral(name, feature.value == "true")
     return TypedLiteral(name, feature.value)
+
+
+def map_rule_features(
+    rule_features: Sequence[RuleFeature], features: list[dict[str, Any]], source: str
+) -> tuple[TypedLiteral, ...]:
+    """Map a new rule's features onto ``features`` (the feature table), adding to it as needed.
+
+    A feature with a known name and type is reused, and new values of a ``one_of`` feature are
+    appended to it. A known name with another type becomes ``NAME_TYPE``, as in
+    :func:`normalise`. An unknown feature is added with ``source``. ``features`` stays sorted by
+    name; the literals come back sorted by feature name.
+    """
+    by_name = {feature["name"]: feature for feature in features}
+    literals: list[TypedLiteral] = []
+    for feature in rule_features:
+        target = feature.name
+        if target in by_name and by_name[target]["type"] != feature.type:
+            target = f"{feature.name}_{feature.type}"
+            if target in by_name and by_name[target]["type"] != feature.type:
+                raise InputError(f"feature {feature.name!r}: the names {feature.name!r} and {target!r} are both taken")
+        entry = by_name.get(target)
+        if entry is None:
+            entry = {
+                "name": target,
+                "type": feature.type,
+                "values": list(feature.values) if feature.type == "one_of" else [],
+                "definition": feature.definition,
+                "other_definitions": [],
+                "added_values": [],
+                "source": source,
+                "rules": 0,
+            }
+            features.append(entry)
+            by_name[target] = entry
+        elif feature.type == "one_of":
+            for value in feature.values:
+                if value not in entry["values"]:
+                    entry["values"].append(value)
+                    entry["added_values"].append(value)
+        entry["rules"] += 1
+        literals.append(_literal(feature, target))
+    features.sort(key=lambda entry: entry["name"])
+    return tuple(sorted(literals, key=lambda literal: literal.feature))

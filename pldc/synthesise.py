@@ -9,54 +9,95 @@
 
 Rules are ordered by support (largest first), then by cluster id.
 
-NOTE: the method asks a stronger teacher to merge each cluster in words. That step, through
-``--export-batch`` and ``--import-batch`` like ``pldc distill extract``, is not written yet;
-this stage chooses among the members' own conditions and never writes a new one.
+With ``--merge teacher`` (:mod:`pldc.merge`), the teacher writes the rule of every cluster with
+two or more members instead, and the feature table grows by the features its answers define.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pldc.errors import InputError
+from pldc.distill import Extraction
+from pldc.errors import InputError, ModelError
+from pldc.merge import merged_rule
+from pldc.normalise import CONFIDENCE_DECIMALS
 from pldc.stage_files import digest, read_stage, write_stage
+
+if TYPE_CHECKING:
+    from pldc.merge import TeacherMerger
 
 logger = logging.getLogger("pldc")
 
 SYNTHESIS_FILE = "synthesis.json"
-CONFIDENCE_DECIMALS = 4
 
 
-def synthesise(normalised: dict[str, Any], clustered: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Merge every cluster into one rule, write ``RUN_DIR/synthesis.json`` and return its content."""
-    input_hash = digest({"features": normalised["input_hash"], "clusters": clustered["input_hash"]})
+def synthesise(
+    normalised: dict[str, Any],
+    clustered: dict[str, Any],
+    run_dir: Path,
+    merger: TeacherMerger | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any] | None:
+    """Merge every cluster into one rule, write ``RUN_DIR/synthesis.json`` and return its content.
+
+    With a ``merger``, return None while some cluster waits for a batch answer; a cluster whose
+    answer stays invalid raises :class:`~pldc.errors.ModelError` naming each such cluster.
+    """
+    parts: dict[str, Any] = {"features": normalised["input_hash"], "clusters": clustered["input_hash"]}
+    if merger is not None:
+        parts["merger"] = merger.identity()
+    input_hash = digest(parts)
     path = run_dir / SYNTHESIS_FILE
     stored = read_stage(path, input_hash)
     if stored is not None:
         return stored
 
     rules_by_id = {rule["id"]: rule for rule in normalised["rules"]}
-    merged = [_merge(cluster, rules_by_id) for cluster in clustered["clusters"]]
+    _check_members(clustered["clusters"], rules_by_id)
+    features = copy.deepcopy(normalised["features"])
+    answers: dict[str, Extraction] = {}
+    if merger is not None:
+        outcome = merger.ask(clustered["clusters"], rules_by_id, normalised["features"], progress)
+        if outcome.failures:
+            raise ModelError(
+                f"{merger.teacher.model} gave no valid merge for clusters {', '.join(outcome.failures)} "
+                "(see the warnings above); re-run to ask again"
+            )
+        if outcome.pending:
+            return None
+        answers = outcome.merged
+    merged: list[dict[str, Any]] = []
+    for entry in clustered["clusters"]:
+        members = [rules_by_id[member] for member in entry["members"]]
+        if entry["id"] in answers and merger is not None:
+            merged.append(merged_rule(entry, members, answers[entry["id"]], features, merger.teacher.model))
+        else:
+            merged.append(_merge(entry, rules_by_id))
     position = {cluster["id"]: number for number, cluster in enumerate(clustered["clusters"])}
     merged.sort(key=lambda rule: (-rule["support"], position[rule["cluster"]]))
     counts: Counter[str] = Counter()
     for rule in merged:
         counts[rule["label"]] += 1
         rule["id"] = f"{rule['label']}_{counts[rule['label']]}"
-    payload = {"input_hash": input_hash, "rules": merged}
+    payload = {"input_hash": input_hash, "features": features, "rules": merged}
     write_stage(path, payload)
     return payload
 
 
+def _check_members(clusters: Sequence[dict[str, Any]], rules_by_id: dict[str, dict[str, Any]]) -> None:
+    for entry in clusters:
+        for member in entry["members"]:
+            if member not in rules_by_id:
+                raise InputError(f"clusters.json names rule {member!r}, not in features.json; delete both files")
+
+
 def _merge(cluster: dict[str, Any], rules_by_id: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    try:
-        members = [rules_by_id[member] for member in cluster["members"]]
-    except KeyError as error:
-        missing = error.args[0]
-        raise InputError(f"clusters.json names rule {missing!r}, not in features.json; delete both files") from None
+    members = [rules_by_id[member] for member in cluster["members"]]
     conditions = Counter(member["condition"] for member in members)
     literal_counts = {member["condition"]: len(member["literals"]) for member in members}
     chosen = min(conditions, key=lambda text: (-conditions[text], literal_counts[text], len(text), text))

@@ -1,0 +1,173 @@
+"""``pldc distill build --resolve teacher``: the teacher decides each finding between two rules.
+
+A ``conflict``, ``order-dependent``, ``duplicate``, ``subsumed`` or ``shadowed`` finding goes to
+the teacher (the template ``templates/resolve.j2``) with the finding's message, its witness
+(an input on which it shows) and both rules. The answer is a :class:`Decision`:
+
+- ``override``: the named rule gets ``overrides`` naming the other one;
+- ``drop``: the named rule is removed and the other rule takes over its examples and support;
+- ``allow``: both rules stay, and the finding is accepted in the named rule with an
+  ``allow KIND "teacher: REASON"`` line.
+
+An answer whose ``rule`` is not one of the finding's two rules is re-asked. An ``override``
+that would close a cycle of ``overrides`` is not applied: it is logged and recorded in the
+manifest, and the finding is resolved as without a teacher (see :mod:`pldc.distill_build`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pldc import ast
+from pldc.analysis import Finding
+from pldc.batch_teacher import PendingAnswer
+from pldc.distill import render_macros, task_context
+from pldc.teacher import InvalidAnswerError, RefusalError, RejectedAnswer, Teacher, TeacherRequest
+
+logger = logging.getLogger("pldc")
+
+RESOLVE_TEMPLATE = "resolve"
+ARBITRATED = ("conflict", "order-dependent", "duplicate", "subsumed", "shadowed")
+
+
+class Decision(BaseModel):
+    """The teacher's decision on one finding."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1)
+    action: Literal["override", "drop", "allow"]
+    rule: str
+
+
+def decision_schema(rule_ids: Sequence[str]) -> dict[str, Any]:
+    """Build the Gemini response schema of :class:`Decision`, with the finding's rule ids as an enum."""
+    return {
+        "type": "OBJECT",
+        "properties": {
+            "reason": {"type": "STRING"},
+            "action": {"type": "STRING", "enum": ["override", "drop", "allow"]},
+            "rule": {"type": "STRING", "enum": list(rule_ids)},
+        },
+        "required": ["reason", "action", "rule"],
+        "propertyOrdering": ["reason", "action", "rule"],
+    }
+
+
+def parse_decision(text: str, rule_ids: Sequence[str]) -> Decision:
+    """Validate an answer text against :class:`Decision` and the finding's rules."""
+    try:
+        decision = Decision.model_validate_json(text)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "answer"
+        raise RejectedAnswer(f"{where}: {first['msg']} ({error.error_count()} errors in all)") from None
+    if decision.rule not in rule_ids:
+        raise RejectedAnswer(f"rule is {decision.rule!r}, not one of the finding's rules {', '.join(rule_ids)}")
+    return decision
+
+
+def finding_key(finding: Finding) -> str:
+    return f"{finding.kind} {' '.join(finding.rules[:2])}"
+
+
+@dataclass(frozen=True)
+class RuleView:
+    """What the resolve template shows of a rule."""
+
+    id: str
+    title: str
+    condition: str
+    label: str
+    rationale: str
+    support: int
+
+
+@dataclass(frozen=True)
+class ResolvePrompt:
+    """The resolve template, rendered per finding into a :class:`TeacherRequest`."""
+
+    template: jinja2.Template
+    task: ast.Task
+
+    @classmethod
+    def load(cls, task: ast.Task, template: str = RESOLVE_TEMPLATE) -> ResolvePrompt:
+        from pldc.compile import load_template
+
+        return cls(load_template(template), task)
+
+    def request(self, finding: Finding, rules: Sequence[RuleView]) -> TeacherRequest:
+        context = {
+            "kind": finding.kind,
+            "message": finding.message,
+            "witness": {name: _value_text(value) for name, value in sorted((finding.witness or {}).items())},
+            "rules": rules,
+        }
+        system, user = render_macros(self.template, [task_context(self.task)], [context])
+        schema = decision_schema([rule.id for rule in rules])
+        return TeacherRequest(system=system, user=user, response_mime_type="application/json", response_schema=schema)
+
+
+def _value_text(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+@dataclass
+class ArbitrationRound:
+    """The decisions of one round by finding key, and the findings still waiting or without a valid answer."""
+
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+class Arbiter:
+    """Asks the teacher to decide findings between two rules."""
+
+    def __init__(self, teacher: Teacher, prompt: ResolvePrompt, template_hash: str, workers: int = 4) -> None:
+        self.teacher = teacher
+        self.prompt = prompt
+        self.template_hash = template_hash
+        self.workers = workers
+
+    def identity(self) -> dict[str, Any]:
+        return {"resolve": "teacher", "teacher": self.teacher.model, "template": self.template_hash}
+
+    def decide(self, findings: Sequence[tuple[Finding, Sequence[RuleView]]]) -> ArbitrationRound:
+        result = ArbitrationRound()
+
+        def one(item: tuple[Finding, Sequence[RuleView]]) -> tuple[str, Decision | None, str | None]:
+            finding, rules = item
+            key = finding_key(finding)
+            ids = [rule.id for rule in rules]
+            try:
+                answer = self.teacher.ask(
+                    f"resolve {key}", self.prompt.request(finding, rules), lambda text: parse_decision(text, ids)
+                )
+            except PendingAnswer:
+                return key, None, None
+            except (InvalidAnswerError, RefusalError) as error:
+                return key, None, str(error)
+            return key, answer.value, None
+
+        with ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="pldc-resolve") as pool:
+            for key, decision, failure in pool.map(one, findings):
+                if decision is not None:
+                    result.decisions[key] = decision
+                elif failure is not None:
+                    logger.warning("%s", failure)
+                    result.failures.append(key)
+                else:
+                    result.pending.append(key)
+        return result
