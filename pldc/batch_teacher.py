@@ -77,6 +77,7 @@ class BatchTeacher:
         self.stats = CallStats()
         self.pending: dict[str, TeacherRequest] = {}
         self.used: set[str] = set()
+        self.stages: set[str] = set()
         self.invalid: list[BatchProblem] = []
         self._lock = threading.Lock()
 
@@ -96,6 +97,7 @@ class BatchTeacher:
         key = self.key(request_id, request)
         with self._lock:
             self.used.add(key)
+            self.stages.add(_stage(key))
         stored = self.cache.get(parts)
         if stored is not None:
             try:
@@ -124,13 +126,20 @@ class BatchTeacher:
         return Answer(value, text, 0, 0.0, cached=False)
 
     def unused_results(self) -> list[BatchProblem]:
-        """Return a problem for every result line whose key no request of this run asked for."""
+        """Return a problem for every result line of a stage that ran whose key no request asked for.
+
+        A stage skipped because its output is up to date asks nothing, so its result lines are not reported.
+        """
         unused = [
             BatchProblem(key, line, "answers no request of this run; were the rules changed after the export?", path)
             for key, (_, line, path) in self.results.texts.items()
-            if key not in self.used
+            if key not in self.used and _stage(key) in self.stages
         ]
-        unused.extend(problem for key, problem in self.results.failed.items() if key not in self.used)
+        unused.extend(
+            problem
+            for key, problem in self.results.failed.items()
+            if key not in self.used and _stage(key) in self.stages
+        )
         return sorted(unused, key=lambda problem: (str(problem.path), problem.line or 0))
 
     def write_export(self, path: Path) -> int:
@@ -145,3 +154,8 @@ class BatchTeacher:
             for line in lines:
                 handle.write(line + "\n")
         return len(lines)
+
+
+def _stage(key: str) -> str:
+    """Return the stage that a request id or batch key belongs to: its first word."""
+    return key.split(" ", 1)[0]

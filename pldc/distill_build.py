@@ -319,6 +319,8 @@ def _apply_decision(
         resolution.rules = [rule for rule in resolution.rules if rule.id != named.id]
         for rule in resolution.rules:
             rule.overrides = [target for target in rule.overrides if target != named.id]
+        resolution.overrides = [pair for pair in resolution.overrides if named.id not in pair]
+        resolution.allowed = [pair for pair in resolution.allowed if pair[1] != named.id]
         resolution.merged.append((named.id, other.id))
         return True
     if finding.kind in named.allows:
