@@ -125,7 +125,7 @@ def _value_text(value: Any) -> str:
 
 @dataclass
 class ArbitrationRound:
-    """The decisions of one round by finding key, and the findings still waiting or without a valid answer."""
+    """The decisions of one round by finding key, and the findings still waiting or left undecided."""
 
     decisions: dict[str, Decision] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
@@ -133,7 +133,7 @@ class ArbitrationRound:
 
 
 class Arbiter:
-    """Asks the teacher to decide findings between two rules."""
+    """The client of the resolve stage: it asks the teacher to decide findings between two rules."""
 
     def __init__(self, teacher: Teacher, prompt: ResolvePrompt, template_hash: str, workers: int = 4) -> None:
         self.teacher = teacher

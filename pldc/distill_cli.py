@@ -1,15 +1,18 @@
 """``pldc distill``: build rules from labelled data with a teacher model.
 
 ``pldc distill extract`` runs the first stage (one rule per training example, see
-:mod:`pldc.distill`). It talks to Gemini directly, or writes a Batch API input file
+:mod:`pldc.distill`). It talks to the teacher directly, or writes a Batch API input file
 (``--export-batch``) and reads the batch results back (``--import-batch``). ``pldc distill
-build`` runs the later stages on ``extract.jsonl`` without a teacher (see
-:mod:`pldc.distill_build`), and ``pldc distill`` alone prints the help.
+build`` runs the later stages on ``extract.jsonl`` (see :mod:`pldc.distill_build`); the teacher
+takes part only with ``--merge teacher`` or ``--resolve teacher``, live or through batch files
+(:mod:`pldc.batch_teacher`). ``pldc distill`` alone prints the help.
 
-Exit codes of ``extract``: 0 every example has a record; 1 ``--import-batch`` found missing, failed or invalid
-lines (each is listed; the valid ones are written); 2 invalid command line; 3 a missing or
-invalid file; 4 the teacher failed (a request that kept failing, or examples it refused or
-answered invalidly; each is listed and a re-run asks only those again); 130 interrupted.
+Exit codes: 0 done (every example has a record, the ruleset was written, or a batch file was
+written); 1 ``--import-batch`` found lines it could not use (each is listed; the valid ones
+are kept); 2 invalid command line; 3 a missing or invalid file; 4 the teacher failed (a
+request that kept failing, or examples, clusters or findings it refused or answered
+invalidly; each is listed and a re-run asks only those again), or requests of an imported
+build stage have no answer; 130 interrupted.
 """
 
 from __future__ import annotations

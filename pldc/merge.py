@@ -69,7 +69,7 @@ class MergeOutcome:
 
 
 class TeacherMerger:
-    """Asks the teacher to merge clusters, and turns each answer into a synthesised rule."""
+    """The client of the merge stage: it asks the teacher to merge each cluster of two or more rules."""
 
     def __init__(self, teacher: Teacher, prompt: MergePrompt, template_hash: str, workers: int = 4) -> None:
         self.teacher = teacher

@@ -107,7 +107,7 @@ def user_text(line: dict[str, Any]) -> str:
 # ---- merge --------------------------------------------------------------------
 
 
-def test_teacher_merge_writes_each_cluster_as_one_rule_with_its_members_examples(tmp_path: Path) -> None:
+def test_merge_keeps_member_examples(tmp_path: Path) -> None:
     with serve(MERGE_FIXTURE) as server:
         code, stdout, stderr = run_build(
             run_dir(tmp_path, "live"), tmp_path / "calls.sqlite", "--merge", "teacher", server=server
@@ -130,7 +130,7 @@ def test_teacher_merge_writes_each_cluster_as_one_rule_with_its_members_examples
     assert "merge" in manifest["inputs"]["templates"]
 
 
-def test_teacher_merge_rerun_asks_nothing_and_gives_identical_bytes(tmp_path: Path) -> None:
+def test_merge_rerun_asks_nothing(tmp_path: Path) -> None:
     cache = tmp_path / "calls.sqlite"
     with serve(MERGE_FIXTURE) as server:
         assert run_build(run_dir(tmp_path, "first"), cache, "--merge", "teacher", server=server)[0] == 0
@@ -143,7 +143,7 @@ def test_teacher_merge_rerun_asks_nothing_and_gives_identical_bytes(tmp_path: Pa
     assert first == (tmp_path / "second" / "ruleset.pld").read_bytes()
 
 
-def test_merge_batch_export_then_import_matches_the_live_build(tmp_path: Path) -> None:
+def test_merge_batch_matches_live_build(tmp_path: Path) -> None:
     with serve(MERGE_FIXTURE) as server:
         assert (
             run_build(run_dir(tmp_path, "live"), tmp_path / "live.sqlite", "--merge", "teacher", server=server)[0] == 0
@@ -167,7 +167,7 @@ def test_merge_batch_export_then_import_matches_the_live_build(tmp_path: Path) -
     assert (directory / "ruleset.pld").read_bytes() == (tmp_path / "live" / "ruleset.pld").read_bytes()
 
 
-def test_merge_batch_import_reports_failed_invalid_missing_and_unknown_lines(tmp_path: Path) -> None:
+def test_merge_import_reports_bad_lines(tmp_path: Path) -> None:
     directory = run_dir(tmp_path, "batch")
     cache = tmp_path / "calls.sqlite"
     requests = tmp_path / "requests.jsonl"
@@ -205,7 +205,7 @@ def test_merge_batch_import_reports_failed_invalid_missing_and_unknown_lines(tmp
     assert "unknown" not in stderr
 
 
-def test_import_without_export_names_the_requests_still_waiting(tmp_path: Path) -> None:
+def test_import_alone_counts_waiting_requests(tmp_path: Path) -> None:
     directory = run_dir(tmp_path, "batch")
     cache = tmp_path / "calls.sqlite"
     requests = tmp_path / "requests.jsonl"
@@ -218,7 +218,7 @@ def test_import_without_export_names_the_requests_still_waiting(tmp_path: Path) 
     assert "1 teacher requests of the merge stage have no answer in the imported results" in stderr
 
 
-def test_batch_options_need_a_teacher_stage(tmp_path: Path) -> None:
+def test_batch_options_need_teacher_stage(tmp_path: Path) -> None:
     code, _, stderr = run_build(run_dir(tmp_path, "run"), tmp_path / "c.sqlite", "--export-batch", "x.jsonl")
     assert code == 2
     assert "--export-batch and --import-batch need --merge teacher or --resolve teacher" in stderr
@@ -267,7 +267,7 @@ def resolve_by_batch(
     raise AssertionError("the build did not finish in 9 rounds")
 
 
-def test_teacher_resolution_applies_drop_override_and_allow_decisions(tmp_path: Path) -> None:
+def test_resolve_applies_drop_and_override(tmp_path: Path) -> None:
     directory = run_dir(tmp_path, "run")
     rounds, stdout, asked = resolve_by_batch(tmp_path, directory, tmp_path / "calls.sqlite", policy)
     assert rounds > 2
@@ -293,12 +293,12 @@ def test_teacher_resolution_applies_drop_override_and_allow_decisions(tmp_path: 
     rules = rules_of(output)
     negative = [rule for rule in rules.values() if rule["id"].startswith("negative")]
     positive_ids = {rule["id"] for rule in rules.values() if rule["id"].startswith("positive")}
-    # Every conflict was decided for the negative rule, so negative rules override positive ones and never the reverse.
+    # The policy lets the negative rule win every conflict, so only negative rules carry overrides.
     assert any(set(rule["overrides"]) & positive_ids for rule in negative)
     assert all(not rule["overrides"] for rule in rules.values() if rule["id"] in positive_ids)
 
 
-def test_teacher_allow_decision_becomes_an_allow_line_with_its_reason(tmp_path: Path) -> None:
+def test_resolve_allow_writes_reason(tmp_path: Path) -> None:
     def allow_all(key: str) -> Decision:
         first = key.split("@")[0].split(" ")[2]
         return Decision(reason="the overlap is intended", action="allow", rule=first)
@@ -311,7 +311,7 @@ def test_teacher_allow_decision_becomes_an_allow_line_with_its_reason(tmp_path: 
     assert run_pldc("check", "--strict", str(directory / "ruleset.pld")).returncode == 0
 
 
-def test_decision_naming_a_rule_outside_the_finding_is_rejected() -> None:
+def test_decision_outside_finding_rejected() -> None:
     text = json.dumps({"reason": "r", "action": "drop", "rule": "positive_9"})
     with pytest.raises(RejectedAnswer, match="not one of the finding's rules positive_1, negative_1"):
         parse_decision(text, ["positive_1", "negative_1"])
