@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pldc import ast
-from pldc.errors import InputError
+from pldc.errors import InputError, UsageError
 
 FRAMINGS = ("stereoset-domain", "stereoset-candidate", "contract-nli", "jsonl", "csv")
 
@@ -49,6 +50,17 @@ class Dataset:
     framing: str
     path: str
     label_counts: dict[str, int] = field(default_factory=dict)
+
+
+def sample_dataset(dataset: Dataset, size: int, seed: int) -> Dataset:
+    """Draw ``size`` examples with ``random.Random(seed).sample``, kept in file order with their ids.
+
+    Raise :class:`UsageError` when the data has fewer examples than ``size``.
+    """
+    if size > len(dataset.examples):
+        raise UsageError(f"{dataset.path}: --sample {size} is more than its {len(dataset.examples)} examples")
+    chosen = sorted(random.Random(seed).sample(range(len(dataset.examples)), size))
+    return Dataset([dataset.examples[index] for index in chosen], dataset.framing, dataset.path)
 
 
 def guess_framing(path: Path) -> str:

@@ -51,6 +51,10 @@ def add_distill_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     extract.add_argument("--map", action="append", default=[], metavar="INPUT=FIELD", help="generic data: input field")
     extract.add_argument("--label-field", default="label", help="generic data: the label column (default 'label')")
     extract.add_argument("--limit", type=int, help="use only the first N examples")
+    extract.add_argument(
+        "--sample", type=int, metavar="N", help="use N examples drawn at random (with --seed); ids stay those of --data"
+    )
+    extract.add_argument("--seed", type=int, default=0, help="random seed of --sample (default 0)")
     extract.add_argument("--template", default="extract", help="extraction prompt template name or .j2 path")
     add_teacher_arguments(extract)
     batch = extract.add_mutually_exclusive_group()
@@ -238,7 +242,7 @@ def _pending(args: argparse.Namespace, teacher: Teacher | None, result: BuildPen
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from pldc.data import load_dataset
+    from pldc.data import load_dataset, sample_dataset
     from pldc.distill import ExtractionPrompt, ExtractStore
     from pldc.eval_cli import _field_map as field_map
     from pldc.pipeline import load_ruleset
@@ -246,11 +250,15 @@ def run_extract(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
+    if args.sample is not None and args.sample < 1:
+        raise UsageError("--sample must be at least 1")
     settings = gemini_settings(args)
     task = load_ruleset(args.task).ruleset.task
     if task is None:
         raise UsageError(f"{args.task}: no task block; extraction needs the task's inputs and labels")
     dataset = load_dataset(args.data, task, args.framing, field_map(args.map), args.label_field, args.limit)
+    if args.sample is not None:
+        dataset = sample_dataset(dataset, args.sample, args.seed)
     prompt = ExtractionPrompt.load(task, args.template)
     store = ExtractStore(args.run_dir)
 

@@ -7,24 +7,12 @@ DATA=${PLDC_DATA:-../shared/data}
 OUT=${1:-runs/recorded}
 . .venv/bin/activate
 rm -rf "$OUT"
-mkdir -p "$OUT/stereoset/sample" "$OUT/contract_nli"
+mkdir -p "$OUT/stereoset" "$OUT/contract_nli"
 
-# StereoSet ids are FILE:LINE, so the sample file keeps each sampled row on its original line
-# and leaves the other lines blank (the reader skips blank lines but counts them).
-python - "$DATA/stereoset/train.jsonl" rulesets/teacher/stereoset/sampled_line_numbers.json \
-    "$OUT/stereoset/sample/train.jsonl" <<'PY'
-import json
-import sys
-
-source, numbers, target = sys.argv[1:]
-with open(numbers, encoding="utf-8") as handle:
-    keep = set(json.load(handle))
-with open(source, encoding="utf-8") as rows, open(target, "w", encoding="utf-8") as out:
-    for number, line in enumerate(rows, 1):
-        out.write(line if number in keep else "\n")
-PY
-pldc distill extract rulesets/stereoset_domain.pld --data "$OUT/stereoset/sample/train.jsonl" \
-    --framing stereoset-domain --run-dir "$OUT/stereoset" --model claude-subagent \
+# The StereoSet answers are for random.Random(20261204).sample of 320 training rows; --sample draws
+# the same rows and keeps their ids (FILE:LINE of train.jsonl).
+pldc distill extract rulesets/stereoset_domain.pld --data "$DATA/stereoset/train.jsonl" \
+    --sample 320 --seed 20261204 --framing stereoset-domain --run-dir "$OUT/stereoset" --model claude-subagent \
     --import-batch rulesets/teacher/stereoset/results.jsonl
 pldc distill build rulesets/stereoset_domain.pld --run-dir "$OUT/stereoset" \
     --data ../shared/data/stereoset/train.jsonl --split "train (320-row seeded sample)" \

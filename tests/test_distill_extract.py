@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -459,3 +460,22 @@ def test_cli_export_batch_calls_nothing(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "wrote 6 batch requests" in result.stdout
     assert len(path.read_text(encoding="utf-8").splitlines()) == 6
+
+
+def test_cli_sample_keeps_file_ids(tmp_path: Path) -> None:
+    path = tmp_path / "batch.jsonl"
+    run_dir = str(tmp_path / "run")
+    args = ["distill", "extract", str(TASK), *DATA_ARGS, "--run-dir", run_dir, "--sample", "3", "--seed", "7"]
+    result = run_pldc(*args, "--export-batch", str(path))
+    assert result.returncode == 0, result.stderr
+    keys = [json.loads(line)["key"] for line in path.read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()]
+    chosen = sorted(random.Random(7).sample(range(len(rows)), 3))
+    assert keys == [str(rows[index]["id"]) for index in chosen]
+
+
+def test_cli_sample_larger_than_data_exits_2(tmp_path: Path) -> None:
+    args = ["distill", "extract", str(TASK), *DATA_ARGS, "--run-dir", str(tmp_path / "run"), "--sample", "7"]
+    result = run_pldc(*args, "--export-batch", str(tmp_path / "batch.jsonl"))
+    assert result.returncode == 2
+    assert "--sample 7 is more than its 6 examples" in result.stderr
