@@ -184,24 +184,29 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     # Long documents exceed the csv module's default field limit of 128 KiB.
     csv.field_size_limit(2**31 - 1)
+    start = 1
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
         with handle:
-            reader = csv.DictReader(handle)
+            # strict: an unterminated quote raises at the end of the file instead of swallowing the rest.
+            reader = csv.DictReader(handle, strict=True)
             header = reader.fieldnames or []
             repeated = sorted({name for name in header if header.count(name) > 1})
             if repeated:
                 raise InputError(f"{path}:1: column {repeated[0]!r} appears more than once in the header")
+            start = reader.line_num + 1
             for row in reader:
                 # Report the physical line, so a quoted field spanning lines still points right.
                 where = f"{path}:{reader.line_num}"
                 if None in row:
                     raise InputError(f"{where}: more fields than the header has columns ({len(header)})")
                 yield where, row
+                start = reader.line_num + 1
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not valid UTF-8 at byte {error.start}; save the file as UTF-8") from None
     except csv.Error as error:
-        raise InputError(f"{path}: invalid CSV: {error}") from None
+        hint = "; a quoted field that starts on this line is not closed" if "end of data" in str(error) else ""
+        raise InputError(f"{path}:{start}: invalid CSV: {error}{hint}") from None
 
 
 def _field(row: Mapping[str, Any], name: str, where: str) -> str:

@@ -79,6 +79,15 @@ def test_generic_csv_quoted_fields() -> None:
     assert dataset.examples[1].inputs["review"] == "Two\nline review"
 
 
+def test_csv_unterminated_quote_names_its_line() -> None:
+    path = FIXTURES / "data" / "reviews_unterminated.csv"
+    with pytest.raises(InputError) as error:
+        load_dataset(path, _task(REVIEWS))
+    assert str(error.value) == (
+        f"{path}:3: invalid CSV: unexpected end of data; a quoted field that starts on this line is not closed"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [
