@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -61,3 +63,29 @@ def test_installed_wheel_compiles_outside_checkout(wheel: Path, tmp_path: Path) 
         text=True,
     )
     assert probe.stdout.strip() == "None None"
+
+
+# The entry point's module is loaded before "ready", so the signal lands while run() loads the command line.
+LOAD_PLDC = "import sys; from pldc.__main__ import run; print('ready', flush=True); sys.exit(run())"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15])
+def test_interrupt_while_loading_exits_cleanly(delay: float) -> None:
+    ruleset = str(ROOT / "rulesets" / "stereoset_domain.pld")
+    process = subprocess.Popen(
+        [sys.executable, "-c", LOAD_PLDC, "check", ruleset],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert "Traceback" not in stderr
+    # Python may end an interrupted process by SIGINT itself (-2); the shell reports 130 either way.
+    assert process.returncode in (0, 130, -signal.SIGINT)
+    if process.returncode != 0:
+        assert stderr.strip() == "pldc: interrupted"
