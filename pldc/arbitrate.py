@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import jinja2
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pldc import ast
 from pldc.analysis import Finding
-from pldc.batch_teacher import PendingAnswer
 from pldc.distill import render_macros, task_context
-from pldc.teacher import InvalidAnswerError, RefusalError, RejectedAnswer, Teacher, TeacherRequest
+from pldc.teacher import AskRound, RejectedAnswer, Teacher, TeacherRequest, ask_each, validate_answer
 
 logger = logging.getLogger("pldc")
 
@@ -63,12 +62,7 @@ def decision_schema(rule_ids: Sequence[str]) -> dict[str, Any]:
 
 def parse_decision(text: str, rule_ids: Sequence[str]) -> Decision:
     """Validate an answer text against :class:`Decision` and the finding's rules."""
-    try:
-        decision = Decision.model_validate_json(text)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "answer"
-        raise RejectedAnswer(f"{where}: {first['msg']} ({error.error_count()} errors in all)") from None
+    decision = validate_answer(Decision, text)
     if decision.rule not in rule_ids:
         raise RejectedAnswer(f"rule is {decision.rule!r}, not one of the finding's rules {', '.join(rule_ids)}")
     return decision
@@ -123,15 +117,6 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
-@dataclass
-class ArbitrationRound:
-    """The decisions of one round by finding key, and the findings still waiting or left undecided."""
-
-    decisions: dict[str, Decision] = field(default_factory=dict)
-    pending: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-
-
 class Arbiter:
     """The client of the resolve stage: it asks the teacher to decide findings between two rules."""
 
@@ -144,30 +129,18 @@ class Arbiter:
     def identity(self) -> dict[str, Any]:
         return {"resolve": "teacher", "teacher": self.teacher.model, "template": self.template_hash}
 
-    def decide(self, findings: Sequence[tuple[Finding, Sequence[RuleView]]]) -> ArbitrationRound:
-        result = ArbitrationRound()
+    def decide(self, findings: Sequence[tuple[Finding, Sequence[RuleView]]]) -> AskRound[Decision]:
+        """Ask about each finding; the answers are keyed by request id, ``resolve KIND RULE RULE``."""
+        requests = [
+            (
+                resolve_id(finding),
+                self.prompt.request(finding, rules),
+                partial(parse_decision, rule_ids=[rule.id for rule in rules]),
+            )
+            for finding, rules in findings
+        ]
+        return ask_each(self.teacher, requests, self.workers)
 
-        def one(item: tuple[Finding, Sequence[RuleView]]) -> tuple[str, Decision | None, str | None]:
-            finding, rules = item
-            key = finding_key(finding)
-            ids = [rule.id for rule in rules]
-            try:
-                answer = self.teacher.ask(
-                    f"resolve {key}", self.prompt.request(finding, rules), lambda text: parse_decision(text, ids)
-                )
-            except PendingAnswer:
-                return key, None, None
-            except (InvalidAnswerError, RefusalError) as error:
-                return key, None, str(error)
-            return key, answer.value, None
 
-        with ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="pldc-resolve") as pool:
-            for key, decision, failure in pool.map(one, findings):
-                if decision is not None:
-                    result.decisions[key] = decision
-                elif failure is not None:
-                    logger.warning("%s", failure)
-                    result.failures.append(key)
-                else:
-                    result.pending.append(key)
-        return result
+def resolve_id(finding: Finding) -> str:
+    return f"resolve {finding_key(finding)}"

@@ -23,20 +23,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from pldc.cache import CallCache
-from pldc.errors import ModelError
 from pldc.files import open_output, read_text
 from pldc.gemini import GeminiSettings
 from pldc.gemini_batch import BatchProblem, BatchRequestLine, read_result_line
 from pldc.stage_files import digest
-from pldc.teacher import Answer, CallStats, InvalidAnswerError, RejectedAnswer, TeacherRequest
+from pldc.teacher import Answer, CallStats, InvalidAnswerError, PendingAnswer, RejectedAnswer, TeacherRequest
 
 logger = logging.getLogger("pldc")
 
 T = TypeVar("T")
-
-
-class PendingAnswer(ModelError):
-    """Raised by :meth:`BatchTeacher.ask` for a request that has no answer yet; the request is queued."""
 
 
 @dataclass

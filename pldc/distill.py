@@ -32,7 +32,7 @@ from pldc import ast
 from pldc.data import Example
 from pldc.errors import InputError, ModelError, UsageError
 from pldc.parse import KEYWORDS
-from pldc.teacher import InvalidAnswerError, RefusalError, RejectedAnswer, Teacher, TeacherRequest
+from pldc.teacher import InvalidAnswerError, RefusalError, RejectedAnswer, Teacher, TeacherRequest, validate_answer
 
 logger = logging.getLogger("pldc")
 
@@ -153,12 +153,7 @@ def extraction_schema(task: ast.Task) -> dict[str, Any]:
 
 def parse_extraction(text: str, gold_label: str) -> Extraction:
     """Validate an answer text against :class:`Extraction` and the example's gold label."""
-    try:
-        extraction = Extraction.model_validate_json(text)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "answer"
-        raise RejectedAnswer(f"{where}: {first['msg']} ({error.error_count()} errors in all)") from None
+    extraction = validate_answer(Extraction, text)
     if extraction.rule.label != gold_label:
         raise RejectedAnswer(f"rule.label is {extraction.rule.label!r} but the gold label is {gold_label!r}")
     return extraction

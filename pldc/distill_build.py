@@ -33,7 +33,7 @@ import networkx as nx
 import pldc
 from pldc import ast
 from pldc.analysis import Finding, analyze
-from pldc.arbitrate import ARBITRATED, Arbiter, ResolvePrompt, RuleView, finding_key
+from pldc.arbitrate import ARBITRATED, Arbiter, ResolvePrompt, RuleView, finding_key, resolve_id
 from pldc.cluster import (
     EMBEDDERS,
     ClusterSettings,
@@ -277,7 +277,7 @@ def _arbitrate(arbiter: Arbiter, findings: Sequence[Finding], resolution: Resolu
         first, second = finding.rules[:2]
         if first in touched or second in touched:
             continue
-        decision = decided.decisions[key]
+        decision = decided.answers[resolve_id(finding)]
         other = second if decision.rule == first else first
         applied = _apply_decision(
             finding, decision.action, by_id[decision.rule], by_id[other], decision.reason, resolution

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jinja2
 
 from pldc import ast
-from pldc.batch_teacher import PendingAnswer
 from pldc.distill import Extraction, extraction_schema, parse_extraction, render_macros, task_context
 from pldc.normalise import CONFIDENCE_DECIMALS, map_rule_features, render_condition
-from pldc.teacher import InvalidAnswerError, RefusalError, Teacher, TeacherRequest
+from pldc.teacher import AskRound, Teacher, TeacherRequest, ask_each
 
 logger = logging.getLogger("pldc")
 
@@ -59,15 +58,6 @@ class MergePrompt:
         return TeacherRequest(system=system, user=user, response_mime_type="application/json", response_schema=schema)
 
 
-@dataclass
-class MergeOutcome:
-    """The clusters the teacher merged, and those still waiting for an answer or without a valid one."""
-
-    merged: dict[str, Extraction] = field(default_factory=dict)
-    pending: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-
-
 class TeacherMerger:
     """The client of the merge stage: it asks the teacher to merge each cluster of two or more rules."""
 
@@ -86,37 +76,23 @@ class TeacherMerger:
         rules_by_id: dict[str, dict[str, Any]],
         features: Sequence[dict[str, Any]],
         progress: Callable[[int], None] | None = None,
-    ) -> MergeOutcome:
-        """Ask for every cluster with two or more members; all requests see the same feature table."""
-        outcome = MergeOutcome()
-        wanted = [entry for entry in clusters if len(entry["members"]) > 1]
+    ) -> AskRound[Extraction]:
+        """Ask for every cluster with two or more members; all requests see the same feature table.
 
-        def one(entry: dict[str, Any]) -> tuple[str, Extraction | None, str | None]:
+        The answers are keyed by request id, ``merge CLUSTER``.
+        """
+        requests = []
+        for entry in clusters:
+            if len(entry["members"]) < 2:
+                continue
             members = [rules_by_id[member] for member in entry["members"]]
             request = self.prompt.request(entry["label"], members, features)
-            try:
-                answer = self.teacher.ask(
-                    f"merge {entry['id']}", request, lambda text: parse_extraction(text, entry["label"])
-                )
-            except PendingAnswer:
-                return entry["id"], None, None
-            except (InvalidAnswerError, RefusalError) as error:
-                return entry["id"], None, str(error)
-            finally:
-                if progress is not None:
-                    progress(1)
-            return entry["id"], answer.value, None
+            requests.append((merge_id(entry), request, partial(parse_extraction, gold_label=entry["label"])))
+        return ask_each(self.teacher, requests, self.workers, progress)
 
-        with ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="pldc-merge") as pool:
-            for cluster_id, extraction, failure in pool.map(one, wanted):
-                if extraction is not None:
-                    outcome.merged[cluster_id] = extraction
-                elif failure is not None:
-                    logger.warning("%s", failure)
-                    outcome.failures.append(cluster_id)
-                else:
-                    outcome.pending.append(cluster_id)
-        return outcome
+
+def merge_id(cluster: dict[str, Any]) -> str:
+    return f"merge {cluster['id']}"
 
 
 def merged_rule(

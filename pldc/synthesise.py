@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pldc.distill import Extraction
 from pldc.errors import InputError, ModelError
-from pldc.merge import merged_rule
+from pldc.merge import merge_id, merged_rule
 from pldc.normalise import CONFIDENCE_DECIMALS
 from pldc.stage_files import digest, read_stage, write_stage
 
@@ -64,18 +64,19 @@ def synthesise(
     if merger is not None:
         outcome = merger.ask(clustered["clusters"], rules_by_id, normalised["features"], progress)
         if outcome.failures:
+            clusters = ", ".join(failure.removeprefix("merge ") for failure in outcome.failures)
             raise ModelError(
-                f"{merger.teacher.model} gave no valid merge for clusters {', '.join(outcome.failures)} "
+                f"{merger.teacher.model} gave no valid merge for clusters {clusters} "
                 "(see the warnings above); re-run to ask again"
             )
         if outcome.pending:
             return None
-        answers = outcome.merged
+        answers = outcome.answers
     merged: list[dict[str, Any]] = []
     for entry in clustered["clusters"]:
         members = [rules_by_id[member] for member in entry["members"]]
-        if entry["id"] in answers and merger is not None:
-            merged.append(merged_rule(entry, members, answers[entry["id"]], features, merger.teacher.model))
+        if merge_id(entry) in answers and merger is not None:
+            merged.append(merged_rule(entry, members, answers[merge_id(entry)], features, merger.teacher.model))
         else:
             merged.append(_merge(entry, rules_by_id))
     position = {cluster["id"]: number for number, cluster in enumerate(clustered["clusters"])}

@@ -11,14 +11,21 @@ one-line :class:`~pldc.errors.ModelError` that names the request.
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
 from pldc.errors import ModelError
 
+logger = logging.getLogger("pldc")
+
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class RefusalError(ModelError):
@@ -27,6 +34,10 @@ class RefusalError(ModelError):
 
 class InvalidAnswerError(ModelError):
     """Raised when every answer to a request failed validation."""
+
+
+class PendingAnswer(ModelError):
+    """Raised by a teacher that queues requests for a batch, for a request that has no answer yet."""
 
 
 class RejectedAnswer(ValueError):
@@ -111,9 +122,65 @@ def reask_message(reason: str) -> str:
     )
 
 
+def validate_answer(model: type[M], text: str) -> M:
+    """Validate an answer text against a pydantic model, raising :class:`RejectedAnswer` with the first error."""
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "answer"
+        raise RejectedAnswer(f"{where}: {first['msg']} ({error.error_count()} errors in all)") from None
+
+
 def parse_json_answer(text: str) -> Any:
     """Decode an answer that must be one JSON value, raising :class:`RejectedAnswer` otherwise."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise RejectedAnswer(f"not valid JSON ({error.msg} at character {error.pos})") from None
+
+
+@dataclass
+class AskRound(Generic[T]):
+    """The parsed answers of several requests by request id, and the ids still waiting or without a valid answer."""
+
+    answers: dict[str, T] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def ask_each(
+    teacher: Teacher,
+    requests: Sequence[tuple[str, TeacherRequest, Callable[[str], T]]],
+    workers: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> AskRound[T]:
+    """Send ``(request id, request, parser)`` triples ``workers`` at a time and sort the outcomes.
+
+    A refusal or an answer that stays invalid is logged and listed in ``failures``; a request
+    that a batch teacher queued is listed in ``pending``. Any other error stops the round.
+    """
+    outcome: AskRound[T] = AskRound()
+
+    def one(item: tuple[str, TeacherRequest, Callable[[str], T]]) -> tuple[str, T | None, str | None]:
+        request_id, request, parse = item
+        try:
+            return request_id, teacher.ask(request_id, request, parse).value, None
+        except PendingAnswer:
+            return request_id, None, None
+        except (InvalidAnswerError, RefusalError) as error:
+            return request_id, None, str(error)
+        finally:
+            if progress is not None:
+                progress(1)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pldc-teacher") as pool:
+        for request_id, value, failure in pool.map(one, requests):
+            if value is not None:
+                outcome.answers[request_id] = value
+            elif failure is not None:
+                logger.warning("%s", failure)
+                outcome.failures.append(request_id)
+            else:
+                outcome.pending.append(request_id)
+    return outcome
