@@ -431,8 +431,11 @@ def build(
     synthesised = synthesise(normalised, clustered, run_dir)
 
     parameters = clustered["parameters"]
-    clustering = f"{parameters['method']}, eps {parameters['eps']['eps']} ({parameters['eps']['source']}), "
-    clustering += f"min_samples {parameters['min_samples']}"
+    if parameters["eps"] is None:
+        clustering = f"{parameters['method']}, k per label by cosine silhouette"
+    else:
+        clustering = f"{parameters['method']}, eps {parameters['eps']['eps']} ({parameters['eps']['source']}), "
+        clustering += f"min_samples {parameters['min_samples']}"
     header = BuildHeader(
         teacher=", ".join(sorted({record.teacher for record in records})),
         student=options.student,
@@ -456,7 +459,7 @@ def build(
         "embedder": embedder.identity(),
         "parameters": {
             "method": options.settings.method,
-            "eps": options.settings.eps if options.settings.eps is not None else "auto",
+            "eps": options.settings.eps if options.settings.eps is not None else _eps_option(options.settings),
             "min_samples": options.settings.min_samples,
             "chosen": parameters,
             "split": header.split,
@@ -471,6 +474,11 @@ def build(
     path = write_outputs(run_dir, options.output, text, manifest, resolution)
     noise = sum(1 for entry in clustered["clusters"] if entry.get("noise"))
     return BuildResult(path, len(records), len(clustered["clusters"]), noise, len(resolution.rules), resolution)
+
+
+def _eps_option(settings: ClusterSettings) -> str:
+    """Return the ``--eps`` word for an automatic eps: ``auto`` for the default rule, else the rule's name."""
+    return "auto" if settings.eps_rule == "silhouette" else settings.eps_rule
 
 
 def _describe_embedder(identity: dict[str, Any]) -> str:
