@@ -529,3 +529,56 @@ def test_resolve_merges_orders_and_allows(tmp_path: Path, hit: str) -> None:
     assert keeper.confidence == pytest.approx(5 / 7, abs=1e-4)
     assert len(keeper.examples) == 7
     assert [allowance.kind.value for allowance in shadowed.allows] == ["shadowed"]
+
+
+# ---- real extracted rules ---------------------------------------------------------------
+
+# Up to three records per distinct rule text of the recorded ContractNLI teacher answers
+# (rulesets/teacher/contract_nli), Entailment and NotMentioned only, with each rationale cut to
+# its first sentence. The hypothesis id ends the example id, and each hypothesis is one clause
+# topic. Two families of hypotheses are about the same clause, so their rules may share a cluster:
+# who may receive the information (nda-5, nda-7) and returning or keeping copies (nda-16, nda-17, nda-20).
+CONTRACT_TASK = DISTILL / "contract_nli_task.pld"
+CONTRACT_EXTRACT = DISTILL / "extract_contract_nli.jsonl"
+CONTRACT_LABELS = ["Entailment", "Contradiction", "NotMentioned"]
+SAME_CLAUSE = [{"nda-5", "nda-7"}, {"nda-16", "nda-17", "nda-20"}]
+
+
+def clause_topic(rule_id: str) -> str:
+    hypothesis = rule_id.rsplit("/", 1)[1]
+    return next((min(family) for family in SAME_CLAUSE if hypothesis in family), hypothesis)
+
+
+def cluster_contract_rules(tmp_path: Path, embedder: Embedder) -> tuple[list[list[str]], dict[str, Any]]:
+    run_dir = tmp_path / "contract"
+    run_dir.mkdir()
+    shutil.copy(CONTRACT_EXTRACT, run_dir / "extract.jsonl")
+    records = list(ExtractStore(run_dir).records.values())
+    normalised = normalise(records, load_ruleset(CONTRACT_TASK).ruleset.features, run_dir)
+    cluster(normalised, CONTRACT_LABELS, embedder, ClusterSettings(), run_dir)
+    report = json.loads((run_dir / "cluster_report.json").read_text())
+    return clusters_of(run_dir), report
+
+
+def assert_clause_topics_apart(clusters: list[list[str]], report: dict[str, Any]) -> None:
+    rules = sum(entry["rules"] for entry in report["per_label"].values())
+    assert rules == 106
+    assert len(report["noise"]) <= rules // 4, report["noise"]
+    for label, entry in report["per_label"].items():
+        if entry["rules"]:
+            assert entry["clusters"] - entry["noise"] >= 10, (label, entry)
+    for members in clusters:
+        assert len({clause_topic(member) for member in members}) == 1, f"cluster mixes clauses: {members}"
+
+
+def test_tfidf_auto_eps_keeps_contract_clauses_apart(tmp_path: Path) -> None:
+    clusters, report = cluster_contract_rules(tmp_path, TfidfEmbedder())
+    assert_clause_topics_apart(clusters, report)
+
+
+@pytest.mark.model
+def test_minilm_auto_eps_keeps_contract_clauses_apart(tmp_path: Path) -> None:
+    from pldc.cluster import MiniLMEmbedder
+
+    clusters, report = cluster_contract_rules(tmp_path, MiniLMEmbedder())
+    assert_clause_topics_apart(clusters, report)
