@@ -40,13 +40,15 @@ CLUSTERS_FILE = "clusters.json"
 REPORT_FILE = "cluster_report.json"
 METHODS = ("dbscan", "agglomerative", "kmeans")
 EMBEDDERS = ("tfidf", "minilm", "gemini")
-# How an automatic eps is chosen: the best-scoring k-distance quantile, or the k-distance knee.
+# Rules for an automatic eps: the best-scoring k-distance quantile, or the k-distance knee.
 EPS_RULES = ("silhouette", "knee")
 DEFAULT_MIN_SAMPLES = 3
 # The silhouette rule tries the k-distance curve's quantiles at 0, 2.5, ..., 100 per cent.
 EPS_QUANTILES = 41
 # Cosine distances of L2-normalised embeddings lie in [0, 2]. Below EPS_MIN only near-copies
 # merge; above EPS_MAX rules that share little more than their label merge.
+# NOTE: the bounds are absolute, unlike the rest of the automatic eps, so an embedder that puts
+# different topics closer than EPS_MIN apart gets them merged unless --eps is given.
 EPS_MIN = 0.05
 EPS_MAX = 0.8
 KMEANS_MAX_K = 10
@@ -272,7 +274,7 @@ def eps_candidates(curve: Matrix, knee_distance: float | None) -> list[float]:
 def partition_silhouette(vectors: Matrix, assignment: Sequence[int]) -> Matrix:
     """Return each rule's cosine silhouette in a partition where every noise rule (-1) is a cluster of its own.
 
-    A rule alone in its cluster scores 0, as in Rousseeuw (1987) and scikit-learn. A partition
+    A rule alone in its cluster scores 0, as in scikit-learn's ``silhouette_samples``. A partition
     with one cluster, or with every rule alone, has no silhouette, and all its rules score 0.
     """
     from sklearn.metrics import silhouette_samples

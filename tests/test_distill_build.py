@@ -59,8 +59,8 @@ PLANTED = {
 }
 ONE_OFF = ["t16", "t30"]
 ALL_IDS = sorted({*ONE_OFF, *(i for ids in PLANTED.values() for i in ids)})
-# Synthetic 32-dimensional vectors for the 30 rule texts: one direction shared by all, plus one per
-# planted topic, so every cosine distance is below 0.45, as in the narrow range of real embedding models.
+# Generated 32-dimensional vectors for the 30 rule texts, not recorded from the Gemini API: one direction
+# shared by all plus one per planted topic, so every cosine distance is below 0.45.
 NARROW_EMBEDDINGS = DISTILL / "embeddings_sentiment_narrow.json"
 
 
@@ -414,8 +414,8 @@ def test_minilm_auto_eps_and_kmeans(tmp_path: Path) -> None:
     for label in LABELS:
         assert sum(1 for members in clusters if label_of_sentiment_rule(members[0]) == label) >= 2, label
     assert len(report["noise"]) <= 3
-    # The negative topics are far enough apart in MiniLM space for DBSCAN to keep them whole and
-    # apart; among the positive ones, "performance" and "design" chain together at every eps.
+    # The negative topics lie far enough apart in MiniLM space for DBSCAN to keep them whole and apart.
+    # The positive "performance" and "design" rules chain together at every eps that clusters them.
     for topic in ("defect", "price"):
         assert PLANTED[topic] in clusters, topic
     assert any(PLANTED["recommend"] == [m for m in members if m not in ONE_OFF] for members in clusters)
@@ -451,6 +451,16 @@ def test_build_command_writes_ruleset(tmp_path: Path) -> None:
     assert output.is_file()
     assert "wrote" in result.stdout
     assert check_file(output).diagnostics == []
+
+
+def test_build_command_knee_eps(tmp_path: Path) -> None:
+    run_dir = run_dir_with_extract(tmp_path)
+    result = run_pldc("distill", "build", str(TASK), "--run-dir", str(run_dir), "--eps", "knee")
+    assert result.returncode == 0, result.stderr
+    clustering = load_ruleset(run_dir / "ruleset.pld").ruleset.meta_value("clustering") or ""
+    assert "(knee of the k-distance curve)" in clustering
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["parameters"]["eps"] == "knee"
 
 
 def test_build_command_without_extract_fails(tmp_path: Path) -> None:
@@ -533,7 +543,7 @@ def test_resolve_merges_orders_and_allows(tmp_path: Path, hit: str) -> None:
 
 # ---- real extracted rules ---------------------------------------------------------------
 
-# Up to three records per distinct rule text of the recorded ContractNLI teacher answers
+# Up to three records per distinct rule text of the recorded ContractNLI extraction
 # (rulesets/teacher/contract_nli), Entailment and NotMentioned only, with each rationale cut to
 # its first sentence. The hypothesis id ends the example id, and each hypothesis is one clause
 # topic. Two families of hypotheses are about the same clause, so their rules may share a cluster:
