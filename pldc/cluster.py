@@ -5,11 +5,13 @@ L2-normalised, so cosine distance compares directions only. Rules are clustered 
 for each label, so two rules with different labels never share a cluster.
 
 The default method is DBSCAN with the cosine metric. Its ``eps`` is chosen from the data by
-:func:`auto_eps`: the knee of the sorted k-distance curve, with k = ``min_samples``, clipped to
-``[EPS_MIN, EPS_MAX]``. The same rule works for every embedder, because it reads the scale of
-the distances from the embeddings instead of fixing a number. ``agglomerative`` (average
-linkage, cosine) cuts its tree at the same automatic distance, and ``kmeans`` picks k per
-label by the best silhouette score.
+:func:`silhouette_eps`: the candidates are quantiles of the sorted k-distance curve (k =
+``min_samples``) and its knee, and the candidate whose clustering has the highest mean
+silhouette wins, with every noise rule scored as a cluster of its own. Both the candidates and
+the score come from the embeddings' own distances, so no per-embedder constant is needed.
+:func:`knee_eps`, the knee of the k-distance curve alone, stays available as ``--eps knee``.
+``agglomerative`` (average linkage, cosine) cuts its tree at an eps chosen the same way, with
+its own clusterings scored, and ``kmeans`` picks k per label by the best silhouette score.
 
 Noise points (DBSCAN) are kept: each becomes a singleton cluster and is listed in
 ``RUN_DIR/cluster_report.json`` with its distance to its nearest same-label neighbour.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,9 +40,15 @@ CLUSTERS_FILE = "clusters.json"
 REPORT_FILE = "cluster_report.json"
 METHODS = ("dbscan", "agglomerative", "kmeans")
 EMBEDDERS = ("tfidf", "minilm", "gemini")
+# Rules for an automatic eps: the best-scoring k-distance quantile, or the k-distance knee.
+EPS_RULES = ("silhouette", "knee")
 DEFAULT_MIN_SAMPLES = 3
+# The silhouette rule tries the k-distance curve's quantiles at 0, 2.5, ..., 100 per cent.
+EPS_QUANTILES = 41
 # Cosine distances of L2-normalised embeddings lie in [0, 2]. Below EPS_MIN only near-copies
 # merge; above EPS_MAX rules that share little more than their label merge.
+# NOTE: the bounds are absolute, unlike the rest of the automatic eps, so an embedder that puts
+# different topics closer than EPS_MIN apart gets them merged unless --eps is given.
 EPS_MIN = 0.05
 EPS_MAX = 0.8
 KMEANS_MAX_K = 10
@@ -158,16 +167,36 @@ def normalise_rows(vectors: Matrix) -> Matrix:
 
 
 @dataclass(frozen=True)
+class EpsCandidate:
+    """One eps that the silhouette rule tried: its score and the clusters and noise rules it gave."""
+
+    eps: float
+    score: float
+    clusters: int
+    noise: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"eps": self.eps, "score": self.score, "clusters": self.clusters, "noise": self.noise}
+
+
+@dataclass(frozen=True)
 class EpsChoice:
-    """The eps used, and how it was found: the k-distance knee before clipping, or a given value."""
+    """The eps used and how it was found: a given value, the k-distance knee, or the best-scoring candidate."""
 
     eps: float
     source: str
     knee: float | None = None
     points: int = 0
+    candidates: tuple[EpsCandidate, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"eps": self.eps, "source": self.source, "knee": self.knee, "k_distances": self.points}
+        return {
+            "eps": self.eps,
+            "source": self.source,
+            "knee": self.knee,
+            "k_distances": self.points,
+            "candidates": [candidate.to_json() for candidate in self.candidates],
+        }
 
 
 def k_distances(groups: Sequence[Matrix], k: int) -> Matrix:
@@ -206,12 +235,12 @@ def knee(curve: Matrix) -> float | None:
     return float(curve[int(np.argmax(x - y))])
 
 
-def auto_eps(groups: Sequence[Matrix], min_samples: int) -> EpsChoice:
+def knee_eps(groups: Sequence[Matrix], min_samples: int) -> EpsChoice:
     """Choose eps as the knee of the pooled k-distance curve (k = ``min_samples``), clipped to [EPS_MIN, EPS_MAX].
 
     NOTE: the knee separates rules inside groups from outliers, not one group from another. MiniLM
-    embeddings of the test fixture's rules lie close together, so DBSCAN at this eps chains them
-    into one cluster. ``agglomerative`` and ``kmeans`` keep them apart there.
+    embeddings of the sentiment test fixture's rules lie close together, so DBSCAN at this eps
+    chains each label's rules into one or two clusters. :func:`silhouette_eps` keeps them apart.
     """
     curve = k_distances(groups, min_samples)
     found = knee(curve)
@@ -222,9 +251,98 @@ def auto_eps(groups: Sequence[Matrix], min_samples: int) -> EpsChoice:
             min_samples - 1,
             EPS_MIN,
         )
-        return EpsChoice(EPS_MIN, "auto: too few k-distances for a knee, so the lower bound", None, len(curve))
+        return EpsChoice(EPS_MIN, "knee: too few k-distances for a knee, so the lower bound", None, len(curve))
     eps = round(min(max(found, EPS_MIN), EPS_MAX), DECIMALS)
-    return EpsChoice(eps, "auto: knee of the k-distance curve", round(found, DECIMALS), len(curve))
+    return EpsChoice(eps, "knee of the k-distance curve", round(found, DECIMALS), len(curve))
+
+
+def eps_candidates(curve: Matrix, knee_distance: float | None) -> list[float]:
+    """Return the ascending eps values to try: the curve's quantiles and its knee, clipped to [EPS_MIN, EPS_MAX].
+
+    Each quantile is a distance on the curve (``method="lower"``), rounded up to DECIMALS places
+    so that the rule it comes from is still a core point at the rounded eps.
+    """
+    quantiles = np.quantile(curve, np.linspace(0.0, 1.0, EPS_QUANTILES), method="lower")
+    distances = [float(value) for value in quantiles]
+    if knee_distance is not None:
+        distances.append(knee_distance)
+    scale = 10**DECIMALS
+    rounded = {round(math.ceil(distance * scale - 1e-9) / scale, DECIMALS) for distance in distances}
+    return sorted({min(max(value, EPS_MIN), EPS_MAX) for value in rounded})
+
+
+def partition_silhouette(vectors: Matrix, assignment: Sequence[int]) -> Matrix:
+    """Return each rule's cosine silhouette in a partition where every noise rule (-1) is a cluster of its own.
+
+    A rule alone in its cluster scores 0, as in scikit-learn's ``silhouette_samples``. A partition
+    with one cluster, or with every rule alone, has no silhouette, and all its rules score 0.
+    """
+    from sklearn.metrics import silhouette_samples
+
+    count = len(vectors)
+    labels = np.array(assignment, dtype=np.int64)
+    next_label = int(labels.max()) + 1 if count else 0
+    for row in np.flatnonzero(labels == -1):
+        labels[row] = next_label
+        next_label += 1
+    distinct = len(set(labels.tolist()))
+    if not 2 <= distinct <= count - 1:
+        return np.zeros(count)
+    return np.asarray(silhouette_samples(vectors, labels, metric="cosine"), dtype=np.float64)
+
+
+def score_eps(groups: Sequence[Matrix], method: str, eps: float, min_samples: int) -> EpsCandidate:
+    """Cluster every label's rules at ``eps`` and score the result by the mean silhouette of all rules."""
+    scores: list[Matrix] = []
+    clusters = 0
+    noise = 0
+    for group in groups:
+        assignment, _ = cluster_group(group, method, eps, min_samples)
+        scores.append(partition_silhouette(group, assignment))
+        clusters += len({number for number in assignment if number != -1})
+        noise += sum(1 for number in assignment if number == -1)
+    mean = float(np.mean(np.concatenate(scores))) if scores else 0.0
+    return EpsCandidate(eps, round(mean, DECIMALS), clusters, noise)
+
+
+def silhouette_eps(groups: Sequence[Matrix], method: str, min_samples: int) -> EpsChoice:
+    """Choose eps as the candidate of :func:`eps_candidates` whose clustering has the highest mean silhouette.
+
+    Each noise rule counts as a cluster of its own and scores 0, so a candidate that leaves many
+    rules as noise scores low. A label merged into one cluster scores 0 as well, and a cluster
+    that mixes two topics lowers its members' scores, because their mean distance within the
+    cluster grows. A tie goes to the smaller eps, which merges less.
+    """
+    curve = k_distances(groups, min_samples)
+    if len(curve) == 0:
+        logger.info("no label has more than %d rules, so no cluster can form; eps set to %s", min_samples, EPS_MIN)
+        return EpsChoice(EPS_MIN, "auto: no label has enough rules for a cluster, so the lower bound")
+    knee_distance = knee(curve)
+    tried = [score_eps(groups, method, eps, min_samples) for eps in eps_candidates(curve, knee_distance)]
+    best = tried[0]
+    for candidate in tried[1:]:
+        if candidate.score > best.score:
+            best = candidate
+    logger.info(
+        "eps %s has the highest mean silhouette (%s) of %d candidates: %d clusters, %d noise rules",
+        best.eps,
+        best.score,
+        len(tried),
+        best.clusters,
+        best.noise,
+    )
+    knee_rounded = round(knee_distance, DECIMALS) if knee_distance is not None else None
+    source = "auto: highest mean silhouette among k-distance quantiles"
+    return EpsChoice(best.eps, source, knee_rounded, len(curve), tuple(tried))
+
+
+def auto_eps(groups: Sequence[Matrix], method: str, min_samples: int, rule: str = "silhouette") -> EpsChoice:
+    """Choose eps for ``method`` from the embeddings by ``rule``: ``silhouette`` (the default) or ``knee``."""
+    if rule == "knee":
+        return knee_eps(groups, min_samples)
+    if rule == "silhouette":
+        return silhouette_eps(groups, method, min_samples)
+    raise UsageError(f"unknown eps rule {rule!r}; use one of {', '.join(EPS_RULES)}")
 
 
 # ---- clustering -----------------------------------------------------------------
@@ -277,15 +395,18 @@ def _kmeans(vectors: Matrix) -> tuple[list[int], dict[str, Any]]:
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """The ``pldc distill build`` clustering options; ``eps`` None means automatic."""
+    """The ``pldc distill build`` clustering options; ``eps`` None means chosen automatically by ``eps_rule``."""
 
     method: str = "dbscan"
     eps: float | None = None
     min_samples: int = DEFAULT_MIN_SAMPLES
+    eps_rule: str = "silhouette"
 
     def check(self) -> None:
         if self.method not in METHODS:
             raise UsageError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.eps_rule not in EPS_RULES:
+            raise UsageError(f"eps rule {self.eps_rule!r} is not one of {', '.join(EPS_RULES)}")
         if self.min_samples < 2:
             raise UsageError("--min-samples must be at least 2")
         if self.eps is not None and not 0 < self.eps <= 2:
@@ -313,7 +434,7 @@ def cluster(
             "features": normalised["input_hash"],
             "items": items,
             "embedder": embedder.identity(),
-            "settings": [settings.method, settings.eps, settings.min_samples],
+            "settings": [settings.method, settings.eps, settings.min_samples, settings.eps_rule],
         }
     )
     path = run_dir / CLUSTERS_FILE
@@ -326,17 +447,23 @@ def cluster(
         raise InputError(f"extract.jsonl has labels {', '.join(unknown)} that the task does not declare")
     vectors = normalise_rows(embedder.embed(items, progress)) if items else np.zeros((0, 1))
     groups = {label: [i for i, rule in enumerate(rules) if rule["label"] == label] for label in labels}
-    if settings.eps is not None:
-        choice = EpsChoice(round(settings.eps, DECIMALS), "given")
+    choice: EpsChoice | None = None
+    if settings.method == "kmeans":
+        logger.info("clustering %d rules with kmeans", len(rules))
     else:
-        choice = auto_eps([vectors[indices] for indices in groups.values() if indices], settings.min_samples)
-    logger.info("clustering %d rules with %s, eps %s (%s)", len(rules), settings.method, choice.eps, choice.source)
+        if settings.eps is not None:
+            choice = EpsChoice(round(settings.eps, DECIMALS), "given")
+        else:
+            grouped = [vectors[indices] for indices in groups.values() if indices]
+            choice = auto_eps(grouped, settings.method, settings.min_samples, settings.eps_rule)
+        logger.info("clustering %d rules with %s, eps %s (%s)", len(rules), settings.method, choice.eps, choice.source)
+    eps = choice.eps if choice is not None else 0.0
 
     clusters: list[dict[str, Any]] = []
     noise: list[dict[str, Any]] = []
     per_label: dict[str, Any] = {}
     for label, indices in groups.items():
-        assignment, chosen = cluster_group(vectors[indices], settings.method, choice.eps, settings.min_samples)
+        assignment, chosen = cluster_group(vectors[indices], settings.method, eps, settings.min_samples)
         found, label_noise = _collect(label, indices, assignment, vectors, rules)
         clusters.extend(found)
         noise.extend(label_noise)
@@ -350,7 +477,8 @@ def cluster(
     parameters = {
         "method": settings.method,
         "min_samples": settings.min_samples,
-        "eps": choice.to_json(),
+        # kmeans uses no eps, so none is chosen or recorded.
+        "eps": choice.to_json() if choice is not None else None,
         "eps_range": [EPS_MIN, EPS_MAX],
     }
     payload = {

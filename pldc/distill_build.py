@@ -588,8 +588,11 @@ def build(
         arbiter = Arbiter(teacher, ResolvePrompt.load(task), template_hashes(["resolve"])["resolve"], options.workers)
 
     parameters = clustered["parameters"]
-    clustering = f"{parameters['method']}, eps {parameters['eps']['eps']} ({parameters['eps']['source']}), "
-    clustering += f"min_samples {parameters['min_samples']}"
+    if parameters["eps"] is None:
+        clustering = f"{parameters['method']}, k per label by cosine silhouette"
+    else:
+        clustering = f"{parameters['method']}, eps {parameters['eps']['eps']} ({parameters['eps']['source']}), "
+        clustering += f"min_samples {parameters['min_samples']}"
     header = BuildHeader(
         teacher=", ".join(sorted({record.teacher for record in records})),
         student=options.student,
@@ -624,7 +627,7 @@ def build(
         "embedder": embedder.identity(),
         "parameters": {
             "method": options.settings.method,
-            "eps": options.settings.eps if options.settings.eps is not None else "auto",
+            "eps": options.settings.eps if options.settings.eps is not None else _eps_option(options.settings),
             "min_samples": options.settings.min_samples,
             "chosen": parameters,
             "split": header.split,
@@ -646,6 +649,11 @@ def build(
 def _waiting(teacher: Teacher | None) -> int:
     pending = getattr(teacher, "pending", None)
     return len(pending) if pending is not None else 0
+
+
+def _eps_option(settings: ClusterSettings) -> str:
+    """Return the ``--eps`` word for an automatic eps: ``auto`` for the default rule, else the rule's name."""
+    return "auto" if settings.eps_rule == "silhouette" else settings.eps_rule
 
 
 def _describe_embedder(identity: dict[str, Any]) -> str:

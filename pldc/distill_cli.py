@@ -86,7 +86,9 @@ def _add_build_command(stages: argparse._SubParsersAction[argparse.ArgumentParse
     build.add_argument(
         "--eps",
         default="auto",
-        help="cosine distance threshold of dbscan and agglomerative, or 'auto' for the k-distance knee (default auto)",
+        help="cosine distance threshold of dbscan and agglomerative; 'auto' tries quantiles of the k-distance "
+        "curve and keeps the one with the highest mean silhouette, 'knee' takes the knee of that curve "
+        "(default auto)",
     )
     build.add_argument(
         "--min-samples",
@@ -136,12 +138,15 @@ def run_build(args: argparse.Namespace) -> int:
     from pldc.distill_build import BuildOptions, BuildPending, build, make_embedder
 
     eps: float | None = None
-    if args.eps != "auto":
+    eps_rule = "silhouette"
+    if args.eps == "knee":
+        eps_rule = "knee"
+    elif args.eps != "auto":
         try:
             eps = float(args.eps)
         except ValueError:
-            raise UsageError(f"--eps {args.eps!r} is not a number or 'auto'") from None
-    settings = ClusterSettings(method=args.method, eps=eps, min_samples=args.min_samples)
+            raise UsageError(f"--eps {args.eps!r} is not a number, 'auto' or 'knee'") from None
+    settings = ClusterSettings(method=args.method, eps=eps, min_samples=args.min_samples, eps_rule=eps_rule)
     settings.check()
     asks_teacher = args.merge == "teacher" or args.resolve == "teacher"
     if (args.export_batch is not None or args.import_batch) and not asks_teacher:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gemini_server import GeminiServer
+from gemini_server import GeminiServer, load_embeddings
 
 from pldc import ast
 from pldc.analysis import analyze
@@ -27,10 +27,13 @@ from pldc.cluster import (
     GeminiRuleEmbedder,
     Matrix,
     TfidfEmbedder,
-    auto_eps,
     cluster,
+    eps_candidates,
     knee,
+    knee_eps,
     rule_text,
+    score_eps,
+    silhouette_eps,
 )
 from pldc.distill import ExtractStore
 from pldc.distill_build import BuildHeader, BuildOptions, DraftRule, build, resolve_rules
@@ -56,6 +59,9 @@ PLANTED = {
 }
 ONE_OFF = ["t16", "t30"]
 ALL_IDS = sorted({*ONE_OFF, *(i for ids in PLANTED.values() for i in ids)})
+# Generated 32-dimensional vectors for the 30 rule texts, not recorded from the Gemini API: one direction
+# shared by all plus one per planted topic, so every cosine distance is below 0.45.
+NARROW_EMBEDDINGS = DISTILL / "embeddings_sentiment_narrow.json"
 
 
 def run_dir_with_extract(base: Path, name: str = "run") -> Path:
@@ -183,12 +189,14 @@ def test_build_skips_unchanged_stages(tmp_path: Path) -> None:
     assert embedder.embedded == 60
 
 
-@pytest.mark.parametrize("method", ["agglomerative", "kmeans"])
-def test_build_other_methods_pass_check(tmp_path: Path, method: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "header"), [("agglomerative", "agglomerative, eps"), ("kmeans", "kmeans, k per label")]
+)
+def test_build_other_methods_pass_check(tmp_path: Path, method: str, header: str) -> None:
     path = build_in(run_dir_with_extract(tmp_path), settings=ClusterSettings(method=method))
     checked = check_file(path)
     assert checked.diagnostics == []
-    assert f"{method}, eps" in (checked.ruleset.meta_value("clustering") or "")
+    assert (checked.ruleset.meta_value("clustering") or "").startswith(header)
 
 
 # ---- normalise ---------------------------------------------------------------------
@@ -244,12 +252,60 @@ def test_knee_needs_three_points() -> None:
     assert knee(np.array([0.1, 0.2])) is None
 
 
-def test_auto_eps_clipped_to_range() -> None:
+def test_knee_eps_clipped_to_range() -> None:
     rng = np.random.default_rng(0)
     identical = np.tile(rng.normal(size=8), (6, 1))
-    assert auto_eps([identical], 3).eps == EPS_MIN
+    assert knee_eps([identical], 3).eps == EPS_MIN
     opposite = np.vstack([np.eye(8), -np.eye(8)])
-    assert auto_eps([opposite], 3).eps <= EPS_MAX
+    assert knee_eps([opposite], 3).eps <= EPS_MAX
+
+
+def test_eps_candidates_clipped_and_rounded_up() -> None:
+    curve = np.array([0.0, 0.01, 0.123449, 0.3, 0.95])
+    candidates = eps_candidates(curve, 0.3)
+    assert candidates == sorted(set(candidates))
+    assert candidates[0] == EPS_MIN
+    assert candidates[-1] == EPS_MAX
+    # Rounded up, so the rule whose k-distance is 0.123449 is still a core rule at the candidate.
+    assert 0.1235 in candidates
+    assert 0.3 in candidates
+
+
+def separated_groups(rng: np.random.Generator, sizes: Sequence[int], spread: float) -> Matrix:
+    """Points around orthogonal centres, one group per size, with Gaussian noise of the given spread."""
+    rows = [np.eye(16)[number] + spread * rng.normal(size=(size, 16)) for number, size in enumerate(sizes)]
+    return np.vstack(rows)
+
+
+def test_silhouette_eps_separates_groups_at_any_scale() -> None:
+    rng = np.random.default_rng(3)
+    label = separated_groups(rng, [6, 5, 4], 0.15)
+    choice = silhouette_eps([label], "dbscan", 3)
+    assert choice.source == "auto: highest mean silhouette among k-distance quantiles"
+    best = max(choice.candidates, key=lambda candidate: candidate.score)
+    assert choice.eps == best.eps
+    assert best.clusters == 3
+    assert best.noise == 0
+    # A shared offset shrinks every cosine distance; the choice follows the data down.
+    narrow = label + 0.4 * np.ones(16)
+    narrow_choice = silhouette_eps([narrow], "dbscan", 3)
+    assert narrow_choice.eps < choice.eps
+    assert max(narrow_choice.candidates, key=lambda candidate: candidate.score).clusters == 3
+
+
+def test_score_eps_merged_label_scores_zero() -> None:
+    rng = np.random.default_rng(4)
+    label = separated_groups(rng, [5, 5], 0.05)
+    merged = score_eps([label], "dbscan", 1.5, 3)
+    assert merged.clusters == 1
+    assert merged.noise == 0
+    assert merged.score == 0
+    apart = score_eps([label], "dbscan", 0.3, 3)
+    assert apart.clusters == 2
+    assert apart.score > 0.5
+    all_noise = score_eps([label], "dbscan", 0.0001, 3)
+    assert all_noise.noise == 10
+    assert all_noise.score == 0
 
 
 def assert_planted_recovered(run_dir: Path, topics: Sequence[str]) -> None:
@@ -263,14 +319,26 @@ def assert_planted_recovered(run_dir: Path, topics: Sequence[str]) -> None:
 def test_tfidf_auto_eps_recovers_planted_topics(tmp_path: Path) -> None:
     run_dir = run_dir_with_extract(tmp_path)
     build_in(run_dir)
+    assert_planted_recovered(run_dir, list(PLANTED))
+    report = json.loads((run_dir / "cluster_report.json").read_text())
+    assert sorted(entry["id"] for entry in report["noise"]) == ONE_OFF
+    eps = report["parameters"]["eps"]
+    assert eps["source"] == "auto: highest mean silhouette among k-distance quantiles"
+    assert EPS_MIN <= eps["eps"] <= EPS_MAX
+    assert eps["eps"] in [candidate["eps"] for candidate in eps["candidates"]]
+    clusters = json.loads((run_dir / "clusters.json").read_text())
+    assert clusters["parameters"]["eps"] == eps
+
+
+def test_tfidf_knee_eps_on_request(tmp_path: Path) -> None:
+    run_dir = run_dir_with_extract(tmp_path)
+    build_in(run_dir, settings=ClusterSettings(eps_rule="knee"))
     assert_planted_recovered(run_dir, ["design", "recommend", "defect", "support", "price"])
     report = json.loads((run_dir / "cluster_report.json").read_text())
-    noise = [entry["id"] for entry in report["noise"]]
-    for rule_id in ONE_OFF:
-        assert rule_id in noise
-        assert [rule_id] in clusters_of(run_dir)
-    assert report["parameters"]["eps"]["source"] == "auto: knee of the k-distance curve"
-    assert EPS_MIN <= report["parameters"]["eps"]["eps"] <= EPS_MAX
+    assert report["parameters"]["eps"]["source"] == "knee of the k-distance curve"
+    assert report["parameters"]["eps"]["candidates"] == []
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["parameters"]["eps"] == "knee"
 
 
 def planted_vectors(texts: dict[str, str], dimensions: int) -> dict[str, list[float]]:
@@ -309,6 +377,28 @@ def test_gemini_auto_eps_recovers_planted_topics(tmp_path: Path) -> None:
     assert clustered["embedder"]["name"] == "gemini"
 
 
+def test_gemini_auto_eps_on_narrow_distances(tmp_path: Path) -> None:
+    run_dir = run_dir_with_extract(tmp_path)
+    normalised = normalised_rules(run_dir)
+    server = GeminiServer([], embeddings=load_embeddings(NARROW_EMBEDDINGS)).start()
+    cache = CallCache(tmp_path / "calls.sqlite")
+    try:
+        settings = GeminiSettings(base_url=server.url, max_attempts=2, timeout=10.0)
+        client = GeminiClient(settings, cache, api_key="test-key")
+        embedder = GeminiRuleEmbedder(GeminiEmbedder(client, dimensions=32))
+        clustered = cluster(normalised, LABELS, embedder, ClusterSettings(), run_dir)
+    finally:
+        cache.close()
+        server.stop()
+    assert len(server.embedded) == 30
+    assert_planted_recovered(run_dir, list(PLANTED))
+    assert clustered["parameters"]["eps"]["eps"] < 0.2
+
+
+def label_of_sentiment_rule(rule_id: str) -> str:
+    return "positive" if rule_id <= "t16" else "negative"
+
+
 @pytest.mark.model
 def test_minilm_auto_eps_and_kmeans(tmp_path: Path) -> None:
     from pldc.cluster import MiniLMEmbedder
@@ -318,9 +408,21 @@ def test_minilm_auto_eps_and_kmeans(tmp_path: Path) -> None:
     build_in(dbscan_dir, embedder)
     report = json.loads((dbscan_dir / "cluster_report.json").read_text())
     assert EPS_MIN < report["parameters"]["eps"]["eps"] < EPS_MAX
-    for members in clusters_of(dbscan_dir):
-        labels = {"positive" if member <= "t16" else "negative" for member in members}
-        assert len(labels) == 1, members
+    clusters = clusters_of(dbscan_dir)
+    for members in clusters:
+        assert len({label_of_sentiment_rule(member) for member in members}) == 1, members
+    for label in LABELS:
+        assert sum(1 for members in clusters if label_of_sentiment_rule(members[0]) == label) >= 2, label
+    assert len(report["noise"]) <= 3
+    # The negative topics lie far enough apart in MiniLM space for DBSCAN to keep them whole and apart.
+    # The positive "performance" and "design" rules chain together at every eps that clusters them.
+    for topic in ("defect", "price"):
+        assert PLANTED[topic] in clusters, topic
+    assert any(PLANTED["recommend"] == [m for m in members if m not in ONE_OFF] for members in clusters)
+    # The k-distance knee chains every positive rule into one cluster.
+    knee_dir = run_dir_with_extract(tmp_path, "knee")
+    build_in(knee_dir, embedder, settings=ClusterSettings(eps_rule="knee"))
+    assert [member for member in ALL_IDS if member <= "t16"] in clusters_of(knee_dir)
     # k-means has no noise, so the one-off rules join the nearest topic; every topic stays whole and apart.
     kmeans_dir = run_dir_with_extract(tmp_path, "kmeans")
     build_in(kmeans_dir, embedder, settings=ClusterSettings(method="kmeans"))
@@ -349,6 +451,16 @@ def test_build_command_writes_ruleset(tmp_path: Path) -> None:
     assert output.is_file()
     assert "wrote" in result.stdout
     assert check_file(output).diagnostics == []
+
+
+def test_build_command_knee_eps(tmp_path: Path) -> None:
+    run_dir = run_dir_with_extract(tmp_path)
+    result = run_pldc("distill", "build", str(TASK), "--run-dir", str(run_dir), "--eps", "knee")
+    assert result.returncode == 0, result.stderr
+    clustering = load_ruleset(run_dir / "ruleset.pld").ruleset.meta_value("clustering") or ""
+    assert "(knee of the k-distance curve)" in clustering
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["parameters"]["eps"] == "knee"
 
 
 def test_build_command_without_extract_fails(tmp_path: Path) -> None:
@@ -427,3 +539,56 @@ def test_resolve_merges_orders_and_allows(tmp_path: Path, hit: str) -> None:
     assert keeper.confidence == pytest.approx(5 / 7, abs=1e-4)
     assert len(keeper.examples) == 7
     assert [allowance.kind.value for allowance in shadowed.allows] == ["shadowed"]
+
+
+# ---- real extracted rules ---------------------------------------------------------------
+
+# Up to three records per distinct rule text of the recorded ContractNLI extraction
+# (rulesets/teacher/contract_nli), Entailment and NotMentioned only, with each rationale cut to
+# its first sentence. The hypothesis id ends the example id, and each hypothesis is one clause
+# topic. Two families of hypotheses are about the same clause, so their rules may share a cluster:
+# who may receive the information (nda-5, nda-7) and returning or keeping copies (nda-16, nda-17, nda-20).
+CONTRACT_TASK = DISTILL / "contract_nli_task.pld"
+CONTRACT_EXTRACT = DISTILL / "extract_contract_nli.jsonl"
+CONTRACT_LABELS = ["Entailment", "Contradiction", "NotMentioned"]
+SAME_CLAUSE = [{"nda-5", "nda-7"}, {"nda-16", "nda-17", "nda-20"}]
+
+
+def clause_topic(rule_id: str) -> str:
+    hypothesis = rule_id.rsplit("/", 1)[1]
+    return next((min(family) for family in SAME_CLAUSE if hypothesis in family), hypothesis)
+
+
+def cluster_contract_rules(tmp_path: Path, embedder: Embedder) -> tuple[list[list[str]], dict[str, Any]]:
+    run_dir = tmp_path / "contract"
+    run_dir.mkdir()
+    shutil.copy(CONTRACT_EXTRACT, run_dir / "extract.jsonl")
+    records = list(ExtractStore(run_dir).records.values())
+    normalised = normalise(records, load_ruleset(CONTRACT_TASK).ruleset.features, run_dir)
+    cluster(normalised, CONTRACT_LABELS, embedder, ClusterSettings(), run_dir)
+    report = json.loads((run_dir / "cluster_report.json").read_text())
+    return clusters_of(run_dir), report
+
+
+def assert_clause_topics_apart(clusters: list[list[str]], report: dict[str, Any]) -> None:
+    rules = sum(entry["rules"] for entry in report["per_label"].values())
+    assert rules == 106
+    assert len(report["noise"]) <= rules // 4, report["noise"]
+    for label, entry in report["per_label"].items():
+        if entry["rules"]:
+            assert entry["clusters"] - entry["noise"] >= 10, (label, entry)
+    for members in clusters:
+        assert len({clause_topic(member) for member in members}) == 1, f"cluster mixes clauses: {members}"
+
+
+def test_tfidf_auto_eps_keeps_contract_clauses_apart(tmp_path: Path) -> None:
+    clusters, report = cluster_contract_rules(tmp_path, TfidfEmbedder())
+    assert_clause_topics_apart(clusters, report)
+
+
+@pytest.mark.model
+def test_minilm_auto_eps_keeps_contract_clauses_apart(tmp_path: Path) -> None:
+    from pldc.cluster import MiniLMEmbedder
+
+    clusters, report = cluster_contract_rules(tmp_path, MiniLMEmbedder())
+    assert_clause_topics_apart(clusters, report)
