@@ -44,7 +44,8 @@ def run_dir(base: Path, name: str) -> Path:
 
 
 def build_args(directory: Path, *extra: str) -> list[str]:
-    return ["distill", "build", str(TASK), "--run-dir", str(directory), "--data", str(DATA), *extra]
+    # The recorded merge answers are for the clusters that the knee of the k-distance curve gives.
+    return ["distill", "build", str(TASK), "--run-dir", str(directory), "--data", str(DATA), "--eps", "knee", *extra]
 
 
 def run_build(directory: Path, cache: Path, *extra: str, server: GeminiServer | None = None) -> tuple[int, str, str]:
