@@ -1,10 +1,10 @@
 """``pldc distill``: build rules from labelled data with a teacher model.
 
 ``pldc distill extract`` runs the first stage (one rule per training example, see
-:mod:`pldc.distill`). It talks to Gemini directly, or writes a Batch API input file
-(``--export-batch``) and reads the batch results back (``--import-batch``). ``pldc distill
-build`` runs the later stages on ``extract.jsonl`` without a teacher (see
-:mod:`pldc.distill_build`), and ``pldc distill`` alone prints the help.
+:mod:`pldc.distill`). It asks the teacher that ``--teacher`` selects, or, for Gemini only,
+writes a Batch API input file (``--export-batch``) and reads the batch results back
+(``--import-batch``). ``pldc distill build`` runs the later stages on ``extract.jsonl``
+without a teacher (see :mod:`pldc.distill_build`), and ``pldc distill`` alone prints the help.
 
 Exit codes of ``extract``: 0 every example has a record; 1 ``--import-batch`` found missing, failed or invalid
 lines (each is listed; the valid ones are written); 2 invalid command line; 3 a missing or
@@ -147,11 +147,15 @@ def run_extract(args: argparse.Namespace) -> int:
     from pldc.distill import ExtractionPrompt, ExtractStore
     from pldc.eval_cli import _field_map as field_map
     from pldc.pipeline import load_ruleset
-    from pldc.teacher_cli import gemini_settings, make_teacher, open_call_cache
+    from pldc.teacher_cli import check_teacher_arguments, gemini_settings, make_teacher, open_call_cache
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    settings = gemini_settings(args)
+    check_teacher_arguments(args)
+    batch_option = "--export-batch" if args.export_batch is not None else "--import-batch"
+    if args.teacher != "gemini" and (args.export_batch is not None or args.import_batch is not None):
+        raise UsageError(f"{batch_option} reads or writes Gemini Batch API files; it applies only to --teacher gemini")
+    settings = gemini_settings(args) if args.teacher == "gemini" else None
     task = load_ruleset(args.task).ruleset.task
     if task is None:
         raise UsageError(f"{args.task}: no task block; extraction needs the task's inputs and labels")
@@ -159,13 +163,13 @@ def run_extract(args: argparse.Namespace) -> int:
     prompt = ExtractionPrompt.load(task, args.template)
     store = ExtractStore(args.run_dir)
 
-    if args.export_batch is not None:
+    if args.export_batch is not None and settings is not None:
         from pldc.gemini_batch import export_batch
 
         written = export_batch(args.export_batch, dataset.examples, prompt, settings, store)
         print(f"wrote {written} batch requests to {args.export_batch} ({len(store.records)} examples already done)")
         return 0
-    if args.import_batch is not None:
+    if args.import_batch is not None and settings is not None:
         return _import(args.import_batch, dataset.examples, store, settings.model)
 
     call_cache = open_call_cache(args)

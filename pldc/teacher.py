@@ -284,3 +284,15 @@ def json_schema(schema: dict[str, Any]) -> dict[str, Any]:
     if schema.get("nullable") is True and "type" in translated:
         translated["type"] = [translated["type"], "null"]
     return translated
+
+
+def system_with_schema(request: TeacherRequest) -> str:
+    """Return the system instruction with the response schema appended as JSON Schema.
+
+    For teachers that cannot constrain their output to the schema, so that the model sees the
+    format it must follow. Requests for other MIME types than JSON get the instruction alone.
+    """
+    if request.response_mime_type != "application/json":
+        return request.system
+    schema = json.dumps(json_schema(request.response_schema), ensure_ascii=False)
+    return f"{request.system}\n\nThe answer must be one JSON object that is valid against this JSON Schema:\n{schema}"
