@@ -70,8 +70,8 @@ SCHEMA_NAME = "teacher_answer"
 class OpenAITeacherSettings:
     """The server, the model, how the answer format is enforced, and the retry policy.
 
-    ``temperature`` None leaves the server's default. Times are in seconds; ``timeout`` bounds
-    one HTTP request.
+    ``temperature`` None leaves the server's default. Times are in seconds, and ``timeout``
+    bounds one HTTP request.
     """
 
     base_url: str

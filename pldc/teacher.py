@@ -2,10 +2,12 @@
 
 A teacher request is a system instruction, one user turn and a response format: a MIME type and,
 for JSON answers, a schema in the Gemini API's OpenAPI subset (``type: OBJECT``, ``enum``,
-``required``...). Gemini takes the schema as it is; other teachers translate it. A teacher
-returns an :class:`Answer` whose text passed the caller's parser, after re-asking a bounded
-number of times, or raises :class:`InvalidAnswerError` or :class:`RefusalError`, each a
-one-line :class:`~pldc.errors.ModelError` that names the request.
+``required``...). Gemini takes the schema as it is; other teachers translate it with
+:func:`json_schema`. A teacher returns an :class:`Answer` whose text passed the caller's
+parser, after re-asking a bounded number of times, or raises :class:`InvalidAnswerError` or
+:class:`RefusalError`, each a one-line :class:`~pldc.errors.ModelError` that names the request.
+Every teacher runs the call cache lookup and the re-ask loop through :func:`ask_through_cache`
+and supplies only the function that sends one conversation to its model.
 """
 
 from __future__ import annotations
