@@ -1,11 +1,12 @@
 """``pldc distill``: build rules from labelled data with a teacher model.
 
 ``pldc distill extract`` runs the first stage (one rule per training example, see
-:mod:`pldc.distill`). It talks to the teacher directly, or writes a Batch API input file
-(``--export-batch``) and reads the batch results back (``--import-batch``). ``pldc distill
-build`` runs the later stages on ``extract.jsonl`` (see :mod:`pldc.distill_build`); the teacher
-takes part only with ``--merge teacher`` or ``--resolve teacher``, live or through batch files
-(:mod:`pldc.batch_teacher`). ``pldc distill`` alone prints the help.
+:mod:`pldc.distill`). It asks the teacher that ``--teacher`` selects, or, for Gemini only,
+writes a Batch API input file (``--export-batch``) and reads the batch results back
+(``--import-batch``). ``pldc distill build`` runs the later stages on ``extract.jsonl`` (see
+:mod:`pldc.distill_build`); the teacher takes part only with ``--merge teacher`` or
+``--resolve teacher``, live or, for Gemini, through batch files (:mod:`pldc.batch_teacher`).
+``pldc distill`` alone prints the help.
 
 Exit codes: 0 done (every example has a record, the ruleset was written, or a batch file was
 written); 1 ``--import-batch`` found lines it could not use (each is listed; the valid ones
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from pldc.data import FRAMINGS, Example
 from pldc.errors import ModelError, UsageError
-from pldc.teacher_cli import add_teacher_arguments, open_call_cache
+from pldc.teacher_cli import add_teacher_arguments, check_teacher_arguments, open_call_cache
 
 if TYPE_CHECKING:
     from pldc.cache import CallCache
@@ -151,6 +152,10 @@ def run_build(args: argparse.Namespace) -> int:
     asks_teacher = args.merge == "teacher" or args.resolve == "teacher"
     if (args.export_batch is not None or args.import_batch) and not asks_teacher:
         raise UsageError("--export-batch and --import-batch need --merge teacher or --resolve teacher")
+    if (args.export_batch is not None or args.import_batch) and args.teacher != "gemini":
+        raise UsageError("--export-batch and --import-batch are Gemini Batch API files; use --teacher gemini")
+    if asks_teacher:
+        check_teacher_arguments(args)
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     options = BuildOptions(
@@ -251,13 +256,17 @@ def run_extract(args: argparse.Namespace) -> int:
     from pldc.distill import ExtractionPrompt, ExtractStore
     from pldc.eval_cli import _field_map as field_map
     from pldc.pipeline import load_ruleset
-    from pldc.teacher_cli import gemini_settings, make_teacher, open_call_cache
+    from pldc.teacher_cli import check_teacher_arguments, gemini_settings, make_teacher, open_call_cache
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
     if args.sample is not None and args.sample < 1:
         raise UsageError("--sample must be at least 1")
-    settings = gemini_settings(args)
+    check_teacher_arguments(args)
+    batch_option = "--export-batch" if args.export_batch is not None else "--import-batch"
+    if args.teacher != "gemini" and (args.export_batch is not None or args.import_batch is not None):
+        raise UsageError(f"{batch_option} reads or writes Gemini Batch API files; it applies only to --teacher gemini")
+    settings = gemini_settings(args) if args.teacher == "gemini" else None
     task = load_ruleset(args.task).ruleset.task
     if task is None:
         raise UsageError(f"{args.task}: no task block; extraction needs the task's inputs and labels")
@@ -267,13 +276,13 @@ def run_extract(args: argparse.Namespace) -> int:
     prompt = ExtractionPrompt.load(task, args.template)
     store = ExtractStore(args.run_dir)
 
-    if args.export_batch is not None:
+    if args.export_batch is not None and settings is not None:
         from pldc.gemini_batch import export_batch
 
         written = export_batch(args.export_batch, dataset.examples, prompt, settings, store)
         print(f"wrote {written} batch requests to {args.export_batch} ({len(store.records)} examples already done)")
         return 0
-    if args.import_batch is not None:
+    if args.import_batch is not None and settings is not None:
         return _import(args.import_batch, dataset.examples, store, settings.model)
 
     call_cache = open_call_cache(args)

@@ -36,11 +36,12 @@ from pldc.errors import ModelError, UsageError
 from pldc.teacher import (
     Answer,
     CallStats,
-    InvalidAnswerError,
     RefusalError,
     RejectedAnswer,
+    Reply,
     TeacherRequest,
-    reask_message,
+    Turn,
+    ask_through_cache,
 )
 
 if TYPE_CHECKING:
@@ -212,52 +213,25 @@ class GeminiClient:
         ``parse`` turns the answer text into a value or raises :class:`RejectedAnswer`.
         ``request_id`` (an example id) names the request in logs and errors.
         """
-        parts = request.cache_parts("gemini", self.settings.model, self.settings.parameters())
-        stored = self.cache.get(parts)
-        if stored is not None:
-            try:
-                value = parse(stored["text"])
-            except RejectedAnswer as error:
-                logger.warning("example %s: cached answer rejected (%s); asking the model again", request_id, error)
-            else:
-                self.stats.add(cache_hits=1)
-                return Answer(value, stored["text"], int(stored["tokens"]), float(stored["seconds"]), cached=True)
-        answer = self._ask_model(request_id, request, parse)
-        self.cache.put(parts, {"text": answer.text, "tokens": answer.tokens, "seconds": answer.seconds})
-        return answer
-
-    def _ask_model(self, request_id: str, request: TeacherRequest, parse: Callable[[str], T]) -> Answer[T]:
-        contents: list[dict[str, Any]] = [{"role": "user", "parts": [{"text": request.user}]}]
-        reason = ""
-        for reask in range(self.settings.max_reasks + 1):
-            started = time.perf_counter()
-            response = self._send(request_id, request, contents)
-            seconds = time.perf_counter() - started
-            text, tokens = self._answer_text(request_id, response)
-            try:
-                value = parse(text)
-            except RejectedAnswer as error:
-                reason = str(error)
-            else:
-                return Answer(value, text, tokens, seconds, cached=False)
-            if reask == self.settings.max_reasks:
-                break
-            self.stats.add(reasks=1)
-            logger.info("example %s: answer rejected (%s); asking again", request_id, reason)
-            if text:
-                contents = [
-                    contents[0],
-                    {"role": "model", "parts": [{"text": text}]},
-                    {"role": "user", "parts": [{"text": reask_message(reason)}]},
-                ]
-            else:
-                # The API rejects an empty model turn, so an empty answer is asked again as it was.
-                contents = contents[:1]
-        attempts = self.settings.max_reasks + 1
-        raise InvalidAnswerError(
-            f"example {request_id}: {self.settings.model} gave no valid answer in {attempts} attempts "
-            f"(last: {reason}); re-run to ask again or raise --max-reasks"
+        return ask_through_cache(
+            request_id,
+            request,
+            parse,
+            send=lambda turns: self._generate(request_id, request, turns),
+            cache=self.cache,
+            cache_parts=request.cache_parts("gemini", self.settings.model, self.settings.parameters()),
+            stats=self.stats,
+            model=self.settings.model,
+            max_reasks=self.settings.max_reasks,
         )
+
+    def _generate(self, request_id: str, request: TeacherRequest, turns: Sequence[Turn]) -> Reply:
+        contents = [
+            {"role": "model" if turn.role == "assistant" else "user", "parts": [{"text": turn.text}]} for turn in turns
+        ]
+        response = self._send(request_id, request, contents)
+        text, tokens = self._answer_text(request_id, response)
+        return Reply(text, tokens)
 
     def _send(
         self, request_id: str, request: TeacherRequest, contents: list[dict[str, Any]]

@@ -47,7 +47,6 @@ import math
 import os
 import re
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from enum import StrEnum
@@ -56,7 +55,7 @@ from typing import Any, TypeVar
 from pldc.backend import Generation, user_content
 from pldc.data import Example
 from pldc.errors import ModelError, UsageError
-from pldc.openai_http import JsonClient, RequestFailed, RetryPolicy
+from pldc.openai_http import JsonClient, RequestFailed, RetryPolicy, normalise_base_url
 
 logger = logging.getLogger("pldc")
 
@@ -119,7 +118,7 @@ class OpenAIBackend:
         scoring: Scoring | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.base_url = _normalise_base_url(base_url)
+        self.base_url = normalise_base_url(base_url)
         if not model:
             raise UsageError("--model is empty; give the model name the server serves")
         if concurrency < 1:
@@ -390,10 +389,3 @@ def _content(response: dict[str, Any]) -> str:
     except (KeyError, IndexError, TypeError):
         raise ModelError("the server returned a chat completion without choices[0].message; check --base-url") from None
     return content if isinstance(content, str) else ""
-
-
-def _normalise_base_url(base_url: str) -> str:
-    parsed = urllib.parse.urlsplit(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise UsageError(f"--base-url {base_url!r}: expected an http(s) URL such as http://127.0.0.1:8000/v1")
-    return base_url.rstrip("/")

@@ -16,11 +16,13 @@ import logging
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pldc.errors import ModelError
+from pldc.errors import ModelError, UsageError
 
 logger = logging.getLogger("pldc")
 
@@ -60,6 +62,10 @@ class JsonClient:
     timeout: float
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     api_key: str | None = field(default=None, repr=False)
+    # The option that sets ``timeout``, named in the error after a timeout.
+    timeout_option: str = "--request-timeout"
+    # Called before each retry, so that callers can count retries.
+    on_retry: Callable[[], None] | None = field(default=None, repr=False)
 
     def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send ``payload`` and return the decoded JSON object of a 2xx response.
@@ -97,7 +103,7 @@ class JsonClient:
             if attempt >= self.policy.retries:
                 raise RequestFailed(
                     f"request to {url} failed after {attempt + 1} attempts: {fault}; "
-                    "check that the server is running and reachable, or raise --request-timeout",
+                    f"check that the server is running and reachable, or raise {self.timeout_option}",
                     status,
                     body,
                 )
@@ -113,6 +119,8 @@ class JsonClient:
             logger.warning(
                 "request to %s failed (%s); retry %d of %d in %.1f s", url, fault, attempt, self.policy.retries, wait
             )
+            if self.on_retry is not None:
+                self.on_retry()
             time.sleep(wait)
 
     def _decode(self, url: str, raw: bytes) -> dict[str, Any]:
@@ -175,3 +183,11 @@ def _error_detail(body: str) -> str:
         text = message if isinstance(message, str) else json.dumps(message)
     text = " ".join(text.split())
     return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def normalise_base_url(base_url: str) -> str:
+    """Check that ``base_url`` is an http(s) URL and remove its trailing slashes."""
+    parsed = urllib.parse.urlsplit(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise UsageError(f"--base-url {base_url!r}: expected an http(s) URL such as http://127.0.0.1:8000/v1")
+    return base_url.rstrip("/")

@@ -1,7 +1,10 @@
 """Command-line options that choose the teacher model, and the factory that builds it.
 
 Every command that asks a teacher (``pldc distill extract``, ``build --merge teacher``,
-``refine``) takes the same options, added by :func:`add_teacher_arguments`.
+``refine``) takes the same options, added by :func:`add_teacher_arguments`. ``--teacher``
+picks Gemini, a server that speaks the OpenAI chat completions API, or a local model run
+through transformers. Options that only some teachers read default to None, so that
+:func:`check_teacher_arguments` can reject them with another teacher instead of ignoring them.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from pldc.errors import UsageError
 from pldc.gemini import DEFAULT_TEACHER_MODEL, THINKING_LEVELS
 
 if TYPE_CHECKING:
@@ -16,30 +20,114 @@ if TYPE_CHECKING:
     from pldc.gemini import GeminiSettings
     from pldc.teacher import Teacher
 
+TEACHERS = ("gemini", "openai", "transformers")
+# The teachers that read each option; --model, --workers and --max-reasks apply to all of them.
+TEACHER_OPTIONS = {
+    "thinking_budget": ("gemini",),
+    "thinking_level": ("gemini",),
+    "temperature": ("gemini", "openai"),
+    "max_attempts": ("gemini", "openai"),
+    "timeout": ("gemini", "openai"),
+    "base_url": ("gemini", "openai"),
+    "api_key_env": ("openai",),
+    "response_format": ("openai",),
+    "max_new_tokens": ("transformers",),
+}
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_TIMEOUT = 300.0
+
 
 def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the teacher options and the call cache options to ``parser``."""
+    from pldc.openai_backend import DEFAULT_API_KEY_ENV
+    from pldc.openai_teacher import RESPONSE_FORMATS
+    from pldc.transformers_teacher import DEFAULT_MAX_NEW_TOKENS
+
     teacher = parser.add_argument_group("teacher")
     teacher.add_argument(
-        "--model", default=DEFAULT_TEACHER_MODEL, help=f"Gemini model (default {DEFAULT_TEACHER_MODEL})"
+        "--teacher",
+        choices=TEACHERS,
+        default="gemini",
+        help="Gemini through google-genai (default), a server that speaks the OpenAI chat completions API, "
+        "or a local model run through transformers",
     )
     teacher.add_argument(
-        "--thinking-budget", type=int, help="thinking tokens per answer: -1 dynamic, 0 off (default: the model's)"
+        "--model",
+        help=f"teacher model: a Gemini model id (default {DEFAULT_TEACHER_MODEL}); for openai the model name "
+        "the server serves (required); for transformers 'embedded' (default), a model folder or a Hugging Face id "
+        "in the local cache",
     )
     teacher.add_argument(
-        "--thinking-level", choices=THINKING_LEVELS, help="thinking level of Gemini 3 models (default: the model's)"
+        "--thinking-budget",
+        type=int,
+        help="gemini: thinking tokens per answer, -1 dynamic, 0 off (default: the model's)",
     )
-    teacher.add_argument("--temperature", type=float, help="sampling temperature (default: the model's)")
+    teacher.add_argument(
+        "--thinking-level",
+        choices=THINKING_LEVELS,
+        help="gemini: thinking level of Gemini 3 models (default: the model's)",
+    )
+    teacher.add_argument(
+        "--temperature", type=float, help="gemini, openai: sampling temperature (default: the model's or server's)"
+    )
     teacher.add_argument("--workers", type=int, default=4, help="requests in flight at once (default 4)")
-    teacher.add_argument("--max-attempts", type=int, default=5, help="requests per call on HTTP 429/5xx (default 5)")
-    teacher.add_argument("--max-reasks", type=int, default=2, help="re-asks after an invalid answer (default 2)")
-    teacher.add_argument("--timeout", type=float, default=300.0, help="seconds per HTTP request (default 300)")
     teacher.add_argument(
-        "--base-url", help="Gemini API endpoint (default: GOOGLE_GEMINI_BASE_URL, else Google's public endpoint)"
+        "--max-attempts",
+        type=int,
+        help=f"gemini, openai: requests per call on HTTP 408, 429 or 5xx or a timeout (default {DEFAULT_MAX_ATTEMPTS})",
+    )
+    teacher.add_argument("--max-reasks", type=int, default=2, help="re-asks after an invalid answer (default 2)")
+    teacher.add_argument(
+        "--timeout", type=float, help=f"gemini, openai: seconds per HTTP request (default {DEFAULT_TIMEOUT:g})"
+    )
+    teacher.add_argument(
+        "--base-url",
+        help="gemini: API endpoint (default: GOOGLE_GEMINI_BASE_URL, else Google's public endpoint); "
+        "openai: the server's API root, such as http://127.0.0.1:8000/v1 (required)",
+    )
+    teacher.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help=f"openai: environment variable that holds the API key (default {DEFAULT_API_KEY_ENV}; "
+        "local servers need none)",
+    )
+    teacher.add_argument(
+        "--response-format",
+        choices=RESPONSE_FORMATS,
+        help="openai: send the answer schema as a strict JSON schema (default), ask for any JSON object, "
+        "or send no response_format; the last two put the schema in the system message",
+    )
+    teacher.add_argument(
+        "--max-new-tokens",
+        type=int,
+        metavar="N",
+        help=f"transformers: tokens generated per answer at most (default {DEFAULT_MAX_NEW_TOKENS})",
     )
     cache = parser.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the call cache")
     cache.add_argument("--refresh", action="store_true", help="ask the teacher again and overwrite cached answers")
+
+
+def check_teacher_arguments(args: argparse.Namespace) -> None:
+    """Raise :class:`UsageError` for teacher options that do not fit ``--teacher``; needs no network or model."""
+    for name, teachers in TEACHER_OPTIONS.items():
+        if getattr(args, name, None) is not None and args.teacher not in teachers:
+            flag = "--" + name.replace("_", "-")
+            allowed = " or ".join(f"--teacher {teacher}" for teacher in teachers)
+            raise UsageError(f"{flag} applies only to {allowed}, not --teacher {args.teacher}")
+    if args.teacher == "openai":
+        if not args.model:
+            raise UsageError("--teacher openai needs --model NAME, the model name the server serves")
+        if args.base_url is None:
+            raise UsageError("--teacher openai needs --base-url, such as http://127.0.0.1:8000/v1")
+    if args.max_reasks < 0:
+        raise UsageError("--max-reasks must be 0 or more")
+    if args.max_attempts is not None and args.max_attempts < 1:
+        raise UsageError("--max-attempts must be at least 1")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UsageError("--max-new-tokens must be at least 1")
 
 
 def gemini_settings(args: argparse.Namespace) -> GeminiSettings:
@@ -47,13 +135,13 @@ def gemini_settings(args: argparse.Namespace) -> GeminiSettings:
     from pldc.gemini import GeminiSettings
 
     return GeminiSettings(
-        model=args.model,
+        model=args.model or DEFAULT_TEACHER_MODEL,
         thinking_budget=args.thinking_budget,
         thinking_level=args.thinking_level,
         temperature=args.temperature,
-        max_attempts=args.max_attempts,
+        max_attempts=args.max_attempts if args.max_attempts is not None else DEFAULT_MAX_ATTEMPTS,
         max_reasks=args.max_reasks,
-        timeout=args.timeout,
+        timeout=args.timeout if args.timeout is not None else DEFAULT_TIMEOUT,
         base_url=args.base_url,
     )
 
@@ -71,7 +159,39 @@ def open_call_cache(args: argparse.Namespace) -> CallCache:
 
 
 def make_teacher(args: argparse.Namespace, cache: CallCache) -> Teacher:
-    """Build the teacher that the options select."""
+    """Build the teacher that the options select, after checking that the options fit it."""
+    check_teacher_arguments(args)
+    if args.teacher == "openai":
+        from pldc.openai_backend import DEFAULT_API_KEY_ENV
+        from pldc.openai_teacher import OpenAITeacher, OpenAITeacherSettings
+
+        settings = OpenAITeacherSettings(
+            base_url=args.base_url,
+            model=args.model,
+            api_key_env=args.api_key_env or DEFAULT_API_KEY_ENV,
+            response_format=args.response_format or "json_schema",
+            temperature=args.temperature,
+            max_attempts=args.max_attempts if args.max_attempts is not None else DEFAULT_MAX_ATTEMPTS,
+            max_reasks=args.max_reasks,
+            timeout=args.timeout if args.timeout is not None else DEFAULT_TIMEOUT,
+        )
+        return OpenAITeacher(settings, cache)
+    if args.teacher == "transformers":
+        from pldc.embedded import EMBEDDED_NAME
+        from pldc.transformers_teacher import (
+            DEFAULT_MAX_NEW_TOKENS,
+            TransformersTeacher,
+            TransformersTeacherSettings,
+        )
+
+        return TransformersTeacher(
+            TransformersTeacherSettings(
+                model=args.model or EMBEDDED_NAME,
+                max_new_tokens=args.max_new_tokens if args.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS,
+                max_reasks=args.max_reasks,
+            ),
+            cache,
+        )
     from pldc.gemini import GeminiClient
 
     return GeminiClient(gemini_settings(args), cache)

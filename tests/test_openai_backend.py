@@ -9,16 +9,14 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from openai_server import FakeServer, Reply, completion
 
 from pldc.backend_cli import load_backend
 from pldc.cli import build_parser, main
@@ -37,79 +35,6 @@ INPUTS = ["sentence"]
 
 def examples(count: int) -> list[Example]:
     return [Example(f"e{i}", {"sentence": f"sentence number {i}"}, "race", 0) for i in range(count)]
-
-
-# -- a scripted fake server -----------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    """One scripted response: status, JSON body, headers, and a delay before answering."""
-
-    status: int = 200
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-def completion(content: str, logprobs: list[dict[str, Any]] | None = None, tokens: int = 3) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content}}
-    if logprobs is not None:
-        choice["logprobs"] = {"content": logprobs}
-    return {"choices": [choice], "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 13}}
-
-
-class FakeServer:
-    """An OpenAI-style server on 127.0.0.1 that answers from a script and records every request.
-
-    ``script`` replies are used in order; after it runs out, ``answer(body)`` builds the reply.
-    """
-
-    def __init__(self) -> None:
-        self.script: list[Reply] = []
-        self.answer: Callable[[dict[str, Any]], Reply] = lambda body: Reply(body=completion("race"))
-        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with fake.lock:
-                    fake.requests.append((dict(self.headers), body))
-                    fake.in_flight += 1
-                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                    reply = fake.script.pop(0) if fake.script else None
-                try:
-                    reply = reply or fake.answer(body)
-                    time.sleep(reply.delay)
-                    data = json.dumps(reply.body if reply.body is not None else {}).encode()
-                    self.send_response(reply.status)
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting (the timeout tests)
-                finally:
-                    with fake.lock:
-                        fake.in_flight -= 1
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
