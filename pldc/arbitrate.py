@@ -6,8 +6,8 @@ the teacher (the template ``templates/resolve.j2``) with the finding's message, 
 
 - ``override``: the named rule gets ``overrides`` naming the other one;
 - ``drop``: the named rule is removed and the other rule takes over its examples and support;
-- ``allow``: both rules stay, and the finding is accepted in the named rule with an
-  ``allow KIND "teacher: REASON"`` line.
+- ``allow``: both rules stay, and the finding is accepted with an ``allow KIND "teacher: REASON"``
+  line in the first rule the finding names (where the analysis reads it).
 
 An answer whose ``rule`` is not one of the finding's two rules is re-asked. An ``override``
 that would close a cycle of ``overrides`` is not applied: it is logged and recorded in the
@@ -69,7 +69,8 @@ def parse_decision(text: str, rule_ids: Sequence[str]) -> Decision:
 
 
 def finding_key(finding: Finding) -> str:
-    return f"{finding.kind} {' '.join(finding.rules[:2])}"
+    """Name a finding by its kind and its two rules in sorted order, whatever their order in the finding."""
+    return f"{finding.kind} {' '.join(sorted(finding.rules[:2]))}"
 
 
 @dataclass(frozen=True)
@@ -143,4 +144,4 @@ class Arbiter:
 
 
 def resolve_id(finding: Finding) -> str:
-    return f"resolve {finding_key(finding)}"
+    return f"resolve {finding.kind} {' '.join(finding.rules[:2])}"

@@ -9,6 +9,8 @@ call cache under the same key a live Gemini call would use, and returned.
 
 A request's batch key is its request id followed by ``@`` and 16 hex digits of the SHA-256 of
 its cache key, so a results file from an export of other rules cannot answer a changed request.
+A result line answers the request whose digest its key ends with, even when the request id
+before the ``@`` differs, since the id only names the request.
 Every result line that answers no request of the run, fails, or holds an invalid answer is
 reported with its line number; none is dropped silently.
 """
@@ -39,6 +41,7 @@ class BatchResults:
     """The answer texts of result files by key, and the problems found while reading them."""
 
     texts: dict[str, tuple[str, int, Path]] = field(default_factory=dict)
+    by_digest: dict[str, str] = field(default_factory=dict)
     failed: dict[str, BatchProblem] = field(default_factory=dict)
     problems: list[BatchProblem] = field(default_factory=list)
 
@@ -59,6 +62,7 @@ class BatchResults:
                 results.failed[line.key] = BatchProblem(line.key, number, line.problem or "no answer text", path)
             else:
                 results.texts[line.key] = (line.text, number, path)
+                results.by_digest.setdefault(line.key.rpartition("@")[2], line.key)
         return results
 
 
@@ -102,6 +106,10 @@ class BatchTeacher:
             else:
                 self.stats.add(cache_hits=1)
                 return Answer(value, stored["text"], int(stored["tokens"]), float(stored["seconds"]), cached=True)
+        if key not in self.results.texts and key not in self.results.failed:
+            key = self.results.by_digest.get(key.rpartition("@")[2], key)
+            with self._lock:
+                self.used.add(key)
         if key in self.results.failed:
             problem = self.results.failed[key]
             raise InvalidAnswerError(f"{request_id}: {problem.render()}")

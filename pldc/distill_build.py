@@ -33,7 +33,7 @@ import networkx as nx
 import pldc
 from pldc import ast
 from pldc.analysis import Finding, analyze
-from pldc.arbitrate import ARBITRATED, Arbiter, ResolvePrompt, RuleView, finding_key, resolve_id
+from pldc.arbitrate import ARBITRATED, Arbiter, Decision, ResolvePrompt, RuleView, finding_key, resolve_id
 from pldc.cluster import (
     EMBEDDERS,
     ClusterSettings,
@@ -87,10 +87,16 @@ class DraftRule:
     def confidence(self) -> float:
         return round(self.matches / self.support, 4)
 
-    def absorb(self, other: DraftRule) -> None:
-        """Take over the provenance of a redundant rule; its members do not match this rule's condition."""
+    def absorb(self, other: DraftRule, equivalent: bool = False) -> None:
+        """Take over the provenance of a redundant rule.
+
+        With ``equivalent`` (a duplicate), the members that matched its condition match this
+        rule's condition too; otherwise they count towards support only.
+        """
         self.examples = sorted(set(self.examples) | set(other.examples))
         self.support += other.support
+        if equivalent:
+            self.matches += other.matches
         self.teachers = sorted(set(self.teachers) | set(other.teachers))
 
     def to_ast(self) -> ast.Rule:
@@ -140,6 +146,7 @@ class Resolution:
     renamed: dict[str, str] = field(default_factory=dict)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     deferred: set[str] = field(default_factory=set)
+    answered: dict[str, Decision] = field(default_factory=dict)
 
 
 def draft_rules(synthesised: dict[str, Any]) -> list[DraftRule]:
@@ -251,37 +258,45 @@ def resolve_rules(
 def _arbitrate(arbiter: Arbiter, findings: Sequence[Finding], resolution: Resolution) -> bool | None:
     """Ask the teacher about the open findings between two rules and apply its decisions.
 
-    Return whether a decision changed the rules, or None when an answer is still pending.
+    A decision is kept per finding kind and pair of rules, so a pair that comes back in a later
+    round (in the other order, or with other support counts) is not asked about again. Return
+    whether a decision changed the rules, or None when an answer is still pending.
     """
     by_id = {rule.id: rule for rule in resolution.rules}
-    asked = [
+    candidates = [
         finding
         for finding in findings
         if finding.kind in ARBITRATED and len(finding.rules) >= 2 and finding_key(finding) not in resolution.deferred
     ]
-    if not asked:
+    if not candidates:
         return False
-    views = [(finding, [_view(by_id[rule_id]) for rule_id in finding.rules[:2]]) for finding in asked]
-    decided = arbiter.decide(views)
-    if decided.failures:
-        raise ModelError(
-            f"{arbiter.teacher.model} gave no valid decision for {len(decided.failures)} findings "
-            f"({'; '.join(decided.failures[:5])}); see the warnings above, then re-run to ask again"
-        )
-    if decided.pending:
-        return None
+    unknown: dict[str, Finding] = {}
+    for finding in candidates:
+        if finding_key(finding) not in resolution.answered:
+            unknown.setdefault(finding_key(finding), finding)
+    if unknown:
+        views = [(finding, [_view(by_id[rule_id]) for rule_id in finding.rules[:2]]) for finding in unknown.values()]
+        decided = arbiter.decide(views)
+        if decided.failures:
+            raise ModelError(
+                f"{arbiter.teacher.model} gave no valid decision for {len(decided.failures)} findings "
+                f"({'; '.join(decided.failures[:5])}); see the warnings above, then re-run to ask again"
+            )
+        if decided.pending:
+            return None
+        for key, finding in unknown.items():
+            resolution.answered[key] = decided.answers[resolve_id(finding)]
     changed = False
-    touched: set[str] = set()
-    for finding in asked:
+    done: set[str] = set()
+    for finding in candidates:
         key = finding_key(finding)
         first, second = finding.rules[:2]
-        if first in touched or second in touched:
+        # A rule dropped earlier in this round leaves its findings to the next round.
+        if key in done or first not in by_id or second not in by_id:
             continue
-        decision = decided.answers[resolve_id(finding)]
-        other = second if decision.rule == first else first
-        applied = _apply_decision(
-            finding, decision.action, by_id[decision.rule], by_id[other], decision.reason, resolution
-        )
+        done.add(key)
+        decision = resolution.answered[key]
+        applied = _apply_decision(finding, decision, by_id, resolution)
         resolution.decisions.append(
             {
                 "finding": key,
@@ -292,7 +307,6 @@ def _arbitrate(arbiter: Arbiter, findings: Sequence[Finding], resolution: Resolu
             }
         )
         if applied:
-            touched.update((first, second))
             changed = True
         else:
             resolution.deferred.add(key)
@@ -305,17 +319,20 @@ def _arbitrate(arbiter: Arbiter, findings: Sequence[Finding], resolution: Resolu
     return changed
 
 
-def _apply_decision(
-    finding: Finding, action: str, named: DraftRule, other: DraftRule, reason: str, resolution: Resolution
-) -> bool:
-    if action == "override":
+def _apply_decision(finding: Finding, decision: Decision, by_id: dict[str, DraftRule], resolution: Resolution) -> bool:
+    """Apply one decision; return False when it cannot apply (a cycle, or already in place)."""
+    first, second = finding.rules[:2]
+    named = by_id[decision.rule]
+    other = by_id[second if decision.rule == first else first]
+    if decision.action == "override":
         if other.id in named.overrides or _reaches(resolution.rules, other.id, named.id):
             return False
         named.overrides = [*named.overrides, other.id]
         resolution.overrides.append((named.id, other.id))
         return True
-    if action == "drop":
-        other.absorb(named)
+    if decision.action == "drop":
+        other.absorb(named, equivalent=finding.kind == "duplicate")
+        del by_id[named.id]
         resolution.rules = [rule for rule in resolution.rules if rule.id != named.id]
         for rule in resolution.rules:
             rule.overrides = [target for target in rule.overrides if target != named.id]
@@ -323,10 +340,12 @@ def _apply_decision(
         resolution.allowed = [pair for pair in resolution.allowed if pair[1] != named.id]
         resolution.merged.append((named.id, other.id))
         return True
-    if finding.kind in named.allows:
+    # The analysis reads an allow line in the first rule that a finding names, whichever rule the teacher named.
+    target = by_id[first]
+    if finding.kind in target.allows:
         return False
-    named.allows[finding.kind] = f"teacher: {reason}"
-    resolution.allowed.append((finding.kind, named.id))
+    target.allows[finding.kind] = f"teacher: {decision.reason}"
+    resolution.allowed.append((finding.kind, target.id))
     return True
 
 
@@ -381,7 +400,7 @@ def _merge_redundant(findings: Sequence[Finding], resolution: Resolution) -> boo
         redundant, keeper = finding.rules
         if redundant in dropped or keeper in dropped:
             continue
-        by_id[keeper].absorb(by_id[redundant])
+        by_id[keeper].absorb(by_id[redundant], equivalent=finding.kind == "duplicate")
         dropped.add(redundant)
         resolution.merged.append((redundant, keeper))
         logger.info("rule %s merged into %s (%s)", redundant, keeper, finding.kind)
