@@ -11,8 +11,9 @@ A request's batch key is its request id followed by ``@`` and 16 hex digits of t
 its cache key, so a results file from an export of other rules cannot answer a changed request.
 A result line answers the request whose digest its key ends with, even when the request id
 before the ``@`` differs, since the id only names the request.
-Every result line that answers no request of the run, fails, or holds an invalid answer is
-reported with its line number; none is dropped silently.
+Every result line that fails or holds an invalid answer is reported with its line number, and
+every line that answers no request of a stage that ran is listed as a warning; none is dropped
+silently.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ writes a Batch API input file (``--export-batch``) and reads the batch results b
 ``pldc distill`` alone prints the help.
 
 Exit codes: 0 done (every example has a record, the ruleset was written, or a batch file was
-written); 1 ``--import-batch`` found lines it could not use (each is listed; the valid ones
-are kept); 2 invalid command line; 3 a missing or invalid file; 4 the teacher failed (a
+written); 1 ``--import-batch`` found malformed, failed or invalid lines (each is listed; the
+valid ones are kept); 2 invalid command line; 3 a missing or invalid file; 4 the teacher failed (a
 request that kept failing, or examples, clusters or findings it refused or answered
 invalidly; each is listed and a re-run asks only those again), or requests of an imported
 build stage have no answer; 130 interrupted.
@@ -222,15 +222,18 @@ def _build_teacher(args: argparse.Namespace, call_cache: CallCache) -> Teacher:
 
 
 def _batch_problems(teacher: Teacher | None) -> int:
-    """Print every imported result line that answered nothing or was invalid; return how many."""
+    """Warn about every imported result line that answered no request; return the count of unreadable lines.
+
+    Answers that no request used are expected after several rounds: a pair of rules asked about
+    again is answered from the first answer, so they are listed but do not fail the build.
+    """
     from pldc.batch_teacher import BatchTeacher
 
     if not isinstance(teacher, BatchTeacher):
         return 0
-    problems = teacher.unused_results()
-    for problem in problems:
-        print(f"pldc: {problem.render()}", file=sys.stderr)
-    return len(problems) + len(teacher.invalid) + len(teacher.results.problems)
+    for problem in teacher.unused_results():
+        print(f"pldc: warning: {problem.render()}", file=sys.stderr)
+    return len(teacher.invalid) + len(teacher.results.problems)
 
 
 def _pending(args: argparse.Namespace, teacher: Teacher | None, result: BuildPending, problems: int) -> int:

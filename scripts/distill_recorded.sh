@@ -30,8 +30,22 @@ pldc distill build rulesets/contract_nli.pld --run-dir "$OUT/contract_nli" \
     --data ../shared/data/contract_nli/train_small.json \
     --split "train_small.json (2 NDAs) and dev.json (first 16 NDAs)" -o "$OUT/contract_nli_distilled.pld"
 
-pldc check "$OUT/stereoset_distilled.pld" "$OUT/contract_nli_distilled.pld"
-for name in stereoset_distilled contract_nli_distilled; do
+# The same StereoSet rules, merged and resolved by the teacher from its recorded batch answers.
+# The answers were written for the clusters of eps 0.05, so that eps is given explicitly.
+mkdir -p "$OUT/stereoset_teacher"
+cp "$OUT/stereoset/extract.jsonl" "$OUT/stereoset_teacher/"
+IMPORTS=()
+for number in $(seq 1 12); do
+    IMPORTS+=(--import-batch "rulesets/teacher/stereoset/build/results_$number.jsonl")
+done
+PLDC_CALL_CACHE="$OUT/teacher_calls.sqlite" pldc distill build rulesets/stereoset_domain.pld \
+    --run-dir "$OUT/stereoset_teacher" --data ../shared/data/stereoset/train.jsonl \
+    --split "train (320-row seeded sample)" --eps 0.05 --min-samples 3 \
+    --merge teacher --resolve teacher --model claude-subagent "${IMPORTS[@]}" \
+    -o "$OUT/stereoset_distilled_teacher.pld" 2> "$OUT/stereoset_teacher/warnings.txt"
+
+pldc check "$OUT/stereoset_distilled.pld" "$OUT/contract_nli_distilled.pld" "$OUT/stereoset_distilled_teacher.pld"
+for name in stereoset_distilled contract_nli_distilled stereoset_distilled_teacher; do
     if cmp -s "$OUT/$name.pld" "rulesets/$name.pld"; then
         echo "$name.pld: identical to rulesets/$name.pld"
     else

@@ -161,10 +161,14 @@ def test_merge_batch_matches_live_build(tmp_path: Path) -> None:
         BatchRequestLine.model_validate(line)
         assert line["key"].startswith("merge c")
     results = tmp_path / "results.jsonl"
-    results.write_text("".join(result_line(line["key"], answer_for(user_text(line))) + "\n" for line in lines))
+    rows = [result_line(line["key"], answer_for(user_text(line))) for line in lines]
+    rows.append(result_line("merge c999@0000000000000000", answer_for(user_text(lines[0]))))
+    results.write_text("\n".join(rows) + "\n")
 
     code, stdout, stderr = run_build(directory, cache, "--merge", "teacher", "--import-batch", str(results))
     assert code == 0, stderr
+    unused = f"pldc: warning: {results}:7: key 'merge c999@0000000000000000': answers no request of this run"
+    assert unused in stderr
     assert (directory / "ruleset.pld").read_bytes() == (tmp_path / "live" / "ruleset.pld").read_bytes()
 
 
@@ -203,7 +207,7 @@ def test_merge_import_reports_bad_lines(tmp_path: Path) -> None:
 
     code, _, stderr = run_build(directory, cache, "--merge", "teacher", "--import-batch", str(results))
     assert code == 4
-    assert "unknown" not in stderr
+    assert "Traceback" not in stderr
 
 
 def test_import_alone_counts_waiting_requests(tmp_path: Path) -> None:
