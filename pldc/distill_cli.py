@@ -4,7 +4,9 @@
 :mod:`pldc.distill`). It talks to Gemini directly, or writes a Batch API input file
 (``--export-batch``) and reads the batch results back (``--import-batch``). ``pldc distill
 build`` runs the later stages on ``extract.jsonl`` without a teacher (see
-:mod:`pldc.distill_build`), and ``pldc distill`` alone prints the help.
+:mod:`pldc.distill_build`), ``pldc distill refine`` improves a ruleset with the student's errors
+and the teacher's edits (see :mod:`pldc.refine_cli`, which documents its exit codes), and
+``pldc distill`` alone prints the help.
 
 Exit codes of ``extract``: 0 every example has a record; 1 ``--import-batch`` found missing, failed or invalid
 lines (each is listed; the valid ones are written); 2 invalid command line; 3 a missing or
@@ -53,6 +55,9 @@ def add_distill_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     batch.add_argument("--import-batch", type=Path, metavar="FILE", help="read Batch API results into the run dir")
     extract.set_defaults(handler=run_extract)
     _add_build_command(stages)
+    from pldc.refine_cli import add_refine_command
+
+    add_refine_command(stages)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
