@@ -236,7 +236,8 @@ class Refiner:
             self.log.add(entry)
             outcome.stop_reason = f"round {number}: no cited failures to send"
             return 0
-        request = self.prompt.request(self._context(number, checked, failures, successes))
+        context = round_context(number, self.settings.rounds, checked, self.train, failures, successes)
+        request = self.prompt.request(context)
         rule_ids = {rule.id.value for rule in checked.ruleset.rules}
         task = checked.ruleset.task
         assert task is not None
@@ -306,37 +307,41 @@ class Refiner:
         )
         return result.metrics.macro_f1
 
-    def _context(
-        self,
-        number: int,
-        checked: CheckedRuleset,
-        failures: Sequence[CitedPrediction],
-        successes: Sequence[CitedPrediction],
-    ) -> dict[str, Any]:
-        from pldc.format import format_condition
 
-        by_id = {example.id: example for example in self.train.examples}
-        rules = [
-            {
-                "id": rule.id.value,
-                "title": rule.title,
-                "condition": format_condition(rule.condition) if rule.condition is not None else "always",
-                "label": rule.label.value if rule.label is not None else "",
-            }
-            for rule in checked.ordered
-        ]
-        features = [
-            {"name": f.name.value, "values": list(f.value_names), "definition": f.definition}
-            for f in checked.ruleset.features
-        ]
-        return {
-            "round": number,
-            "rounds": self.settings.rounds,
-            "rules": rules,
-            "features": features,
-            "failures": [_example_context(by_id[p.example_id], p, checked) for p in failures],
-            "successes": [_example_context(by_id[p.example_id], p, checked) for p in successes],
+def round_context(
+    number: int,
+    rounds: int,
+    checked: CheckedRuleset,
+    train: Dataset,
+    failures: Sequence[CitedPrediction],
+    successes: Sequence[CitedPrediction],
+) -> dict[str, Any]:
+    """Build the refinement template's ``context``: the round, the current rules and features, the examples."""
+    from pldc.format import format_condition
+
+    by_id = {example.id: example for example in train.examples}
+    rules = [
+        {
+            "id": rule.id.value,
+            "title": rule.title,
+            "condition": format_condition(rule.condition) if rule.condition is not None else "always",
+            "label": rule.label.value if rule.label is not None else "",
         }
+        for rule in checked.ordered
+    ]
+    # "choices", not "values": Jinja would resolve feature.values to the dict method.
+    features = [
+        {"name": f.name.value, "choices": list(f.value_names), "definition": f.definition}
+        for f in checked.ruleset.features
+    ]
+    return {
+        "round": number,
+        "rounds": rounds,
+        "rules": rules,
+        "features": features,
+        "failures": [_example_context(by_id[p.example_id], p, checked) for p in failures],
+        "successes": [_example_context(by_id[p.example_id], p, checked) for p in successes],
+    }
 
 
 def _example_context(example: Example, prediction: CitedPrediction, checked: CheckedRuleset) -> dict[str, Any]:

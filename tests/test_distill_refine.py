@@ -24,14 +24,14 @@ from gemini_server import GeminiServer, load_replies, serve
 from pldc import ast
 from pldc.answers import label_spellings
 from pldc.cache import CallCache
-from pldc.cite import Citation, parse_citation, reply_text
+from pldc.cite import Citation, CitedPrediction, parse_citation, reply_text
 from pldc.cli import main
 from pldc.data import Dataset, load_dataset
 from pldc.errors import UsageError
 from pldc.gemini import DEFAULT_TEACHER_MODEL
 from pldc.parse import parse
-from pldc.pipeline import CheckedRuleset, load_ruleset
-from pldc.refine import REFINE_LOG, REFINE_MANIFEST, check_splits
+from pldc.pipeline import CheckedRuleset, check_source, load_ruleset
+from pldc.refine import REFINE_LOG, REFINE_MANIFEST, RefinePrompt, check_splits, round_context
 from pldc.refine_edits import EditFailed, RuleEdit, apply_edit, parse_refinement
 from pldc.teacher import RejectedAnswer
 
@@ -155,6 +155,28 @@ def test_too_many_edits_rejected() -> None:
 def test_refinement_that_is_not_json_rejected() -> None:
     with pytest.raises(RejectedAnswer, match="answer"):
         parse_refinement('{"analysis": "cut off', IDS, LABELS)
+
+
+def test_refine_prompt_shows_rules_features_and_examples() -> None:
+    source = TWO_RULES.read_text(encoding="utf-8").replace(
+        "feature names_occupation: bool",
+        'feature tone: one of [hostile, neutral] "The tone."\nfeature names_occupation: bool',
+    )
+    checked = check_source(source, "tone.pld")
+    train = dataset(TRAIN)
+    failure = CitedPrediction(train.examples[0].id, "race", "religion", "RELIGION", "cited", "Rule: RELIGION")
+    success = CitedPrediction(train.examples[1].id, "race", "race", None, "none", "Rule: none")
+    context = round_context(1, 3, checked, train, [failure], [success])
+    request = RefinePrompt.load(task_of(TWO_RULES)).request(context)
+    assert request.user.startswith("Refinement round 1 of at most 3.")
+    assert "- [RELIGION] A religion is named: if names_religion, answer religion." in request.user
+    assert "- tone (one_of: hostile, neutral): The tone." in request.user
+    assert "Gold label: race. The model cited RELIGION and answered religion." in request.user
+    assert "Gold label: race. The model cited no rule and answered race." in request.user
+    assert train.examples[0].inputs["sentence"] in request.user
+    assert "If no rule applies" not in request.system
+    assert "it answers race" in request.system
+    assert request.response_schema["properties"]["edits"]["maxItems"] == 5
 
 
 # ---- applying edits -----------------------------------------------------------
