@@ -49,7 +49,7 @@ _WRAPPING = " \t\"'`*_[]()"
 class Citation:
     """What a reply states: the cited rule id and the label, each None when absent.
 
-    ``status`` is ``cited`` (a rule of the ruleset), ``none`` (the reply says no rule applied),
+    ``status`` is ``cited`` (a rule of the ruleset), ``none`` (the reply states that no rule applied),
     ``unknown`` (an id that is not a rule of the ruleset) or ``missing`` (no ``Rule:`` line).
     Only ``cited`` counts as citing a rule.
     """
@@ -63,7 +63,7 @@ def parse_citation(text: str, rule_ids: Sequence[str], spellings: Mapping[str, s
     """Read the first ``Rule:`` line and the last ``Answer:`` line of a reply.
 
     The rule id is compared case-insensitively after dropping quotes, brackets, asterisks and a
-    trailing ``.``; an exact match wins over a match that differs only in case. The label is
+    trailing ``.``, and an exact match wins over a match that differs only in case. The label is
     parsed as in ``--scoring cot`` (see :mod:`pldc.answers`).
     """
     label = parse_answer(text, spellings, reasoning=True)
@@ -107,7 +107,7 @@ class CitedPrediction:
 
 
 def reply_text(rule_id: str, label: str) -> str:
-    """Write a reply in the format that ``cite.j2`` asks for."""
+    """Write a reply in the format that ``cite.j2`` requests."""
     return f"Rule: {rule_id}\nAnswer: {label}"
 
 

@@ -219,6 +219,7 @@ class Refiner:
             self.settings.cite_max_new_tokens,
             progress=bar,
         )
+
         rng = random.Random(f"{self.settings.seed}:{number}")
         failures = _sample([p for p in cited if p.status == "cited" and not p.correct], self.settings.failures, rng)
         successes = _sample([p for p in cited if p.correct], self.settings.successes, rng)
@@ -238,6 +239,7 @@ class Refiner:
             return 0
         context = round_context(number, self.settings.rounds, checked, self.train, failures, successes)
         request = self.prompt.request(context)
+
         rule_ids = {rule.id.value for rule in checked.ruleset.rules}
         task = checked.ruleset.task
         assert task is not None
@@ -252,6 +254,7 @@ class Refiner:
             outcome.error = error
             outcome.stop_reason = f"round {number}: the teacher gave no valid answer"
             return 0
+
         refinement: Refinement = answer.value
         entry.update({"teacher": self.teacher.model, "cached": answer.cached, "analysis": refinement.analysis})
         entry["edits"] = len(refinement.edits)

@@ -111,7 +111,7 @@ def refinement_schema(task: ast.Task) -> dict[str, Any]:
 
 
 def parse_refinement(text: str, rule_ids: set[str], labels: set[str]) -> Refinement:
-    """Validate an answer text; an unknown rule id or a label outside the task is rejected."""
+    """Validate an answer text, raising :class:`RejectedAnswer` for an unknown rule id or a label outside the task."""
     try:
         refinement = Refinement.model_validate_json(text)
     except ValidationError as error:
@@ -152,7 +152,7 @@ def apply_edit(parsed: ParseResult, edit: RuleEdit, teacher: str) -> AppliedEdit
 
     Raises:
         EditFailed: the rule id is unknown, the features cannot be mapped, or the edited ruleset
-            does not check; the message says which.
+            does not check. The message names the cause.
     """
     ruleset = parsed.ruleset
     path = ruleset.path
