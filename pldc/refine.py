@@ -41,7 +41,15 @@ from pldc.errors import InputError, ModelError, UsageError
 from pldc.format import format_source
 from pldc.parse import ParseResult
 from pldc.pipeline import CheckedRuleset, check_source
-from pldc.refine_edits import MAX_EDITS, EditFailed, Refinement, apply_edit, parse_refinement, refinement_schema
+from pldc.refine_edits import (
+    MAX_EDITS,
+    EditFailed,
+    Refinement,
+    RuleEdit,
+    apply_edit,
+    parse_refinement,
+    refinement_schema,
+)
 from pldc.stage_files import write_text
 from pldc.teacher import InvalidAnswerError, RefusalError, Teacher, TeacherRequest
 
@@ -56,6 +64,11 @@ DEFAULT_SUCCESSES = 4
 VALIDATION_SCORING = ("logprob", "generate")
 
 Progress = Callable[[str, int], Callable[[int], None]]
+
+
+def citations_file(round_number: int) -> str:
+    """Name the file of a round's citations: every training example's gold, prediction and cited rule."""
+    return f"citations_round{round_number}.jsonl"
 
 
 def check_splits(train: Path, validation: Path) -> None:
@@ -180,6 +193,9 @@ class Refiner:
     progress: Progress
 
     def run(self, parsed: ParseResult) -> RefineOutcome:
+        # Citation files of an earlier, longer run would otherwise sit beside this run's outputs.
+        for stale in self.log.path.parent.glob("citations_round*.jsonl"):
+            stale.unlink()
         checked = _checked(parsed)
         start = self._score_validation(checked, "validation (start)")
         outcome = RefineOutcome(parsed, start, start)
@@ -220,6 +236,10 @@ class Refiner:
             progress=bar,
         )
 
+        write_text(
+            self.log.path.with_name(citations_file(number)),
+            "".join(json.dumps({**p.to_json(), "reply": p.reply}, ensure_ascii=False) + "\n" for p in cited),
+        )
         rng = random.Random(f"{self.settings.seed}:{number}")
         failures = _sample([p for p in cited if p.status == "cited" and not p.correct], self.settings.failures, rng)
         successes = _sample([p for p in cited if p.correct], self.settings.successes, rng)
@@ -262,7 +282,7 @@ class Refiner:
         outcome.proposed += len(refinement.edits)
         return sum(self._try_edit(number, index, edit, outcome) for index, edit in enumerate(refinement.edits))
 
-    def _try_edit(self, number: int, index: int, edit: Any, outcome: RefineOutcome) -> bool:
+    def _try_edit(self, number: int, index: int, edit: RuleEdit, outcome: RefineOutcome) -> bool:
         entry: dict[str, Any] = {
             "event": "edit",
             "round": number,

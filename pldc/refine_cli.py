@@ -6,6 +6,8 @@ The loop is described in :mod:`pldc.refine`. Outputs, all written atomically:
   record the teacher, the student, the validation split, macro-F1 before and after, and the rounds;
 - ``RUN_DIR/refine.jsonl``: every round and every edit (proposed, check result, validation
   macro-F1 before and after, kept or not);
+- ``RUN_DIR/citations_roundN.jsonl``: every training example of round N with its gold label,
+  prediction, cited rule and the student's reply;
 - ``RUN_DIR/refine_manifest.json``: the SHA-256 of the data, the input and output rulesets and
   the templates, the student's identity, the teacher model and every parameter.
 
@@ -32,7 +34,9 @@ from pldc.teacher_cli import add_teacher_arguments
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from pldc.refine import RefineOutcome
+    from pldc.backend import StudentBackend
+    from pldc.data import Dataset
+    from pldc.refine import RefineOutcome, RefineSettings
 
 
 def add_refine_command(stages: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -188,16 +192,16 @@ def _write_outputs(
     args: argparse.Namespace,
     output: Path,
     outcome: RefineOutcome,
-    student: Any,
+    student: StudentBackend,
     teacher_model: str,
-    settings: Any,
-    train: Any,
-    validation: Any,
+    settings: RefineSettings,
+    train: Dataset,
+    validation: Dataset,
 ) -> dict[str, Any]:
     """Write the refined ruleset and the manifest; return the summary."""
     import pldc
     from pldc.compile import load_template
-    from pldc.refine import REFINE_LOG, REFINE_MANIFEST, with_meta
+    from pldc.refine import REFINE_LOG, REFINE_MANIFEST, citations_file, with_meta
     from pldc.stage_files import sha256_file, write_stage, write_text
 
     meta = {
@@ -241,6 +245,10 @@ def _write_outputs(
         },
         "parameters": {**settings.to_json(), "framing": train.framing, "limit": args.limit},
         "log": {"path": str(args.run_dir / REFINE_LOG), "sha256": sha256_file(args.run_dir / REFINE_LOG)},
+        "citations": {
+            name: sha256_file(args.run_dir / name)
+            for name in (citations_file(number) for number in range(1, outcome.rounds + 1))
+        },
         "refined": {"path": str(output), "sha256": sha256_file(output)},
         "summary": summary,
     }

@@ -19,6 +19,7 @@ removes its id from other rules' ``overrides`` and the cases that can no longer 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -260,7 +261,7 @@ def _with_features(items: tuple[ast.Item, ...], features: list[ast.Feature]) -> 
     return result
 
 
-def _replace_rule(items: list[ast.Item], rule_id: str, change: Any) -> list[ast.Item]:
+def _replace_rule(items: list[ast.Item], rule_id: str, change: Callable[[ast.Rule], ast.Rule]) -> list[ast.Item]:
     result: list[ast.Item] = []
     for item in items:
         if isinstance(item, ast.Rule) and item.id.value == rule_id:

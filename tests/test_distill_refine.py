@@ -413,7 +413,11 @@ def test_edit_raising_validation_kept_and_rerun_replays(
     assert summary["stop"] == "round 2 kept no edit"
     assert scripted.calls_for("round1") == 1
     assert scripted.calls_for("round2") == 1
+    citations = (run_dir / "citations_round1.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(citations) == 12
+    assert set(json.loads(citations[0])) == {"id", "gold", "predicted", "cited", "citation", "reply"}
     manifest = json.loads((run_dir / REFINE_MANIFEST).read_text(encoding="utf-8"))
+    assert set(manifest["citations"]) == {"citations_round1.jsonl", "citations_round2.jsonl"}
     assert set(manifest["templates"]) == {"cite", "default", "refine"}
     assert manifest["refined"]["sha256"] == summary_sha(run_dir / "refined.pld")
 
