@@ -157,7 +157,7 @@ def test_refinement_that_is_not_json_rejected() -> None:
         parse_refinement('{"analysis": "cut off', IDS, LABELS)
 
 
-def test_refine_prompt_shows_rules_features_and_examples() -> None:
+def test_refine_prompt_lists_rules_and_examples() -> None:
     source = TWO_RULES.read_text(encoding="utf-8").replace(
         "feature names_occupation: bool",
         'feature tone: one of [hostile, neutral] "The tone."\nfeature names_occupation: bool',
@@ -190,7 +190,7 @@ def rules_of(checked: CheckedRuleset) -> list[str]:
     return [rule.id.value for rule in checked.ordered]
 
 
-def test_add_declares_feature_and_places_rule_last() -> None:
+def test_add_declares_feature_places_last() -> None:
     applied = apply_edit(load_ruleset(TWO_RULES).parsed, edit(action="add", rule=new_rule()), "teacher-x")
     ruleset = applied.checked.ruleset
     assert applied.rule_id == "gender_1"
@@ -215,7 +215,7 @@ def test_add_before_rule_inside_group() -> None:
     assert [rule.id.value for rule in group.rules] == ["gender_1", "JOB"]
 
 
-def test_replace_keeps_id_and_overrides_and_drops_provenance() -> None:
+def test_replace_keeps_id_and_overrides() -> None:
     parsed = load_ruleset(TWO_RULES).parsed
     rule = {**new_rule("religion"), "features": [new_rule()["features"][0] | {"name": "names_religion"}]}
     applied = apply_edit(parsed, edit(action="replace", rule_id="RELIGION", rule=rule), "t")
@@ -228,7 +228,7 @@ def test_replace_keeps_id_and_overrides_and_drops_provenance() -> None:
     assert applied.checked.ruleset.features[0].definition.startswith("True if the text names a religion")
 
 
-def test_one_of_values_added_to_declared_feature() -> None:
+def test_new_values_extend_declared_feature() -> None:
     source = TWO_RULES.read_text(encoding="utf-8").replace(
         "feature names_occupation: bool",
         'feature tone: one of [hostile, neutral] "The tone."\nfeature names_occupation: bool',
@@ -247,7 +247,7 @@ def test_one_of_values_added_to_declared_feature() -> None:
     assert applied.changes == ("added values admiring to feature tone",)
 
 
-def test_drop_removes_overrides_and_dependent_cases() -> None:
+def test_drop_removes_overrides_and_cases() -> None:
     applied = apply_edit(load_ruleset(TWO_RULES).parsed, edit(action="drop", rule_id="JOB"), "t")
     assert rules_of(applied.checked) == ["RELIGION"]
     assert applied.checked.ruleset.rules[0].overrides == ()
@@ -282,7 +282,7 @@ def test_same_file_for_both_splits_rejected(tmp_path: Path) -> None:
         check_splits(TRAIN, link)
 
 
-def test_cli_rejects_test_split_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rejects_test_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     splits = ["--train", str(TRAIN), "--validation", str(TEST_SPLIT)]
     code = main(["distill", "refine", str(TWO_RULES), *splits, "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
@@ -397,7 +397,7 @@ def test_edit_lowering_validation_reverted(
 
 @pytest.mark.model
 @pytest.mark.parametrize("scripted", ["refine_raise.json"], indirect=True)
-def test_edit_raising_validation_kept_and_rerun_replays(
+def test_raising_edit_kept_then_replayed(
     measured: Measured, student_cache: Path, scripted: GeminiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert measured.two_rules_with_added > measured.two_rules, "the scripted edit must raise macro-F1"
