@@ -230,7 +230,7 @@ def _map_features(
         try:
             payload = normalise([record], ruleset.features, Path(scratch))
         except InputError as error:
-            raise EditFailed(str(error)) from None
+            raise EditFailed(f"the rule's features do not fit the declarations: {error}") from None
     features: list[ast.Feature] = []
     changes: list[str] = []
     for entry in payload["features"]:
