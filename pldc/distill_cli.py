@@ -6,6 +6,8 @@ writes a Batch API input file (``--export-batch``) and reads the batch results b
 (``--import-batch``). ``pldc distill build`` runs the later stages on ``extract.jsonl`` (see
 :mod:`pldc.distill_build`); the teacher takes part only with ``--merge teacher`` or
 ``--resolve teacher``, live or, for Gemini, through batch files (:mod:`pldc.batch_teacher`).
+``pldc distill refine`` improves a ruleset with the student's errors and the teacher's edits
+(see :mod:`pldc.refine_cli`, which documents its exit codes), and
 ``pldc distill`` alone prints the help.
 
 Exit codes: 0 done (every example has a record, the ruleset was written, or a batch file was
@@ -63,6 +65,9 @@ def add_distill_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     batch.add_argument("--import-batch", type=Path, metavar="FILE", help="read Batch API results into the run dir")
     extract.set_defaults(handler=run_extract)
     _add_build_command(stages)
+    from pldc.refine_cli import add_refine_command
+
+    add_refine_command(stages)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
