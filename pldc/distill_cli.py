@@ -28,12 +28,18 @@ from typing import TYPE_CHECKING
 
 from pldc.data import FRAMINGS, Example
 from pldc.errors import ModelError, UsageError
-from pldc.teacher_cli import add_teacher_arguments, check_teacher_arguments, open_call_cache
+from pldc.teacher_cli import (
+    add_batch_arguments,
+    add_teacher_arguments,
+    batch_or_live_teacher,
+    batch_problems,
+    check_teacher_arguments,
+    export_pending,
+    open_call_cache,
+)
 
 if TYPE_CHECKING:
-    from pldc.cache import CallCache
     from pldc.distill import ExtractionPrompt, ExtractStore
-    from pldc.distill_build import BuildPending
     from pldc.teacher import Teacher
 
 
@@ -121,18 +127,7 @@ def _add_build_command(stages: argparse._SubParsersAction[argparse.ArgumentParse
         default="rules",
         help="resolve findings by fixed rules (default), or ask the teacher about each finding between two rules",
     )
-    batch = build.add_argument_group("batch")
-    batch.add_argument(
-        "--export-batch", type=Path, metavar="FILE", help="write the teacher requests without an answer; call nothing"
-    )
-    batch.add_argument(
-        "--import-batch",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="answer teacher requests from Batch API results (repeatable)",
-    )
+    add_batch_arguments(build)
     add_teacher_arguments(build)
     build.set_defaults(handler=run_build)
 
@@ -157,8 +152,6 @@ def run_build(args: argparse.Namespace) -> int:
     asks_teacher = args.merge == "teacher" or args.resolve == "teacher"
     if (args.export_batch is not None or args.import_batch) and not asks_teacher:
         raise UsageError("--export-batch and --import-batch need --merge teacher or --resolve teacher")
-    if (args.export_batch is not None or args.import_batch) and args.teacher != "gemini":
-        raise UsageError("--export-batch and --import-batch are Gemini Batch API files; use --teacher gemini")
     if asks_teacher:
         check_teacher_arguments(args)
     if args.workers < 1:
@@ -185,7 +178,7 @@ def run_build(args: argparse.Namespace) -> int:
         return bar.update
 
     call_cache = open_call_cache(args) if asks_teacher else None
-    teacher = _build_teacher(args, call_cache) if call_cache is not None else None
+    teacher = batch_or_live_teacher(args, call_cache) if call_cache is not None else None
     try:
         result = build(options, make_embedder(options), progress, teacher)
     finally:
@@ -193,9 +186,9 @@ def run_build(args: argparse.Namespace) -> int:
             bar.close()
         if call_cache is not None:
             call_cache.close()
-    problems = _batch_problems(teacher)
+    problems = batch_problems(teacher)
     if isinstance(result, BuildPending):
-        return _pending(args, teacher, result, problems)
+        return export_pending(args, teacher, f"the {result.stage} stage", result.waiting, problems)
     resolution = result.resolution
     print(
         f"wrote {result.path}: {result.rules} rules from {result.records} extracted rules in {result.clusters} "
@@ -206,56 +199,6 @@ def run_build(args: argparse.Namespace) -> int:
     if teacher is not None and args.export_batch is None and not args.import_batch:
         stats = teacher.stats
         print(f"teacher {teacher.model}: {stats.requests} requests, {stats.cache_hits} cached answers")
-    return 1 if problems else 0
-
-
-def _build_teacher(args: argparse.Namespace, call_cache: CallCache) -> Teacher:
-    from pldc.batch_teacher import BatchResults, BatchTeacher
-    from pldc.teacher_cli import gemini_settings, make_teacher
-
-    if args.export_batch is None and not args.import_batch:
-        return make_teacher(args, call_cache)
-    results = BatchResults()
-    for path in args.import_batch:
-        found = BatchResults.read(path)
-        for problem in found.problems:
-            print(f"pldc: {problem.render(path)}", file=sys.stderr)
-        results.problems.extend(found.problems)
-        results.failed.update(found.failed)
-        results.texts.update(found.texts)
-    return BatchTeacher(gemini_settings(args), call_cache, results)
-
-
-def _batch_problems(teacher: Teacher | None) -> int:
-    """Warn about every imported result line that answered no request; return the count of unreadable lines.
-
-    Answers that no request used are expected after several rounds: a pair of rules asked about
-    again is answered from the first answer, so they are listed but do not fail the build.
-    """
-    from pldc.batch_teacher import BatchTeacher
-
-    if not isinstance(teacher, BatchTeacher):
-        return 0
-    for problem in teacher.unused_results():
-        print(f"pldc: warning: {problem.render()}", file=sys.stderr)
-    return len(teacher.invalid) + len(teacher.results.problems)
-
-
-def _pending(args: argparse.Namespace, teacher: Teacher | None, result: BuildPending, problems: int) -> int:
-    from pldc.batch_teacher import BatchTeacher
-
-    if not isinstance(teacher, BatchTeacher):
-        raise ModelError(f"the {result.stage} stage is waiting for teacher answers; report this as a bug")
-    if args.export_batch is None:
-        raise ModelError(
-            f"{result.waiting} teacher requests of the {result.stage} stage have no answer in the imported results; "
-            "pass --export-batch FILE to write them"
-        )
-    written = teacher.write_export(args.export_batch)
-    print(
-        f"wrote {written} batch requests of the {result.stage} stage to {args.export_batch}; run them with the "
-        "Batch API, then re-run this command with --import-batch RESULTS"
-    )
     return 1 if problems else 0
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pldc.data import FRAMINGS
 from pldc.errors import UsageError
-from pldc.teacher_cli import add_teacher_arguments
+from pldc.teacher_cli import add_batch_arguments, add_teacher_arguments
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -95,6 +95,7 @@ def add_refine_command(stages: argparse._SubParsersAction[argparse.ArgumentParse
     refine.add_argument("--limit", type=int, help="use only the first N examples of each split")
     refine.add_argument("--template", default="refine", help="refinement prompt template name or .j2 path")
     refine.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_batch_arguments(refine)
     add_teacher_arguments(refine)
     refine.set_defaults(handler=run_refine)
 
@@ -104,7 +105,8 @@ def run_refine(args: argparse.Namespace) -> int:
     from pldc.eval_cli import _field_map as field_map
     from pldc.pipeline import load_ruleset
     from pldc.refine import REFINE_LOG, RefineLog, RefinePrompt, Refiner, RefineSettings, check_splits
-    from pldc.teacher_cli import make_teacher, open_call_cache
+    from pldc.teacher import PendingAnswer
+    from pldc.teacher_cli import batch_or_live_teacher, batch_problems, export_pending, open_call_cache
 
     check_splits(args.train, args.validation)
     if args.limit is not None and args.limit < 1:
@@ -141,7 +143,7 @@ def run_refine(args: argparse.Namespace) -> int:
     bars: list[tqdm[None]] = []
     try:
         student = load_student(args.student, batch_size=args.batch_size)
-        teacher = make_teacher(args, cache)
+        teacher = batch_or_live_teacher(args, cache)
         refiner = Refiner(
             train,
             validation,
@@ -153,7 +155,10 @@ def run_refine(args: argparse.Namespace) -> int:
             RefineLog(args.run_dir / REFINE_LOG),
             _progress_bars(bars),
         )
-        outcome = refiner.run(checked.parsed)
+        try:
+            outcome = refiner.run(checked.parsed)
+        except PendingAnswer:
+            return export_pending(args, teacher, "the refinement", 1, batch_problems(teacher))
     finally:
         for bar in bars:
             bar.close()

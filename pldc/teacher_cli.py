@@ -10,9 +10,11 @@ through transformers. Options that only some teachers read default to None, so t
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pldc.errors import UsageError
+from pldc.errors import ModelError, UsageError
 from pldc.gemini import DEFAULT_TEACHER_MODEL, THINKING_LEVELS
 
 if TYPE_CHECKING:
@@ -195,3 +197,78 @@ def make_teacher(args: argparse.Namespace, cache: CallCache) -> Teacher:
     from pldc.gemini import GeminiClient
 
     return GeminiClient(gemini_settings(args), cache)
+
+
+# ---- teacher requests through Batch API files ---------------------------------
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--export-batch`` and ``--import-batch`` for commands whose teacher can answer through batch files."""
+    batch = parser.add_argument_group("batch")
+    batch.add_argument(
+        "--export-batch", type=Path, metavar="FILE", help="write the teacher requests without an answer; call nothing"
+    )
+    batch.add_argument(
+        "--import-batch",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="answer teacher requests from Batch API results (repeatable)",
+    )
+
+
+def batch_or_live_teacher(args: argparse.Namespace, cache: CallCache) -> Teacher:
+    """Build a batch teacher when ``--export-batch`` or ``--import-batch`` is given, else the live teacher."""
+    from pldc.batch_teacher import BatchResults, BatchTeacher
+
+    if args.export_batch is None and not args.import_batch:
+        return make_teacher(args, cache)
+    if args.teacher != "gemini":
+        raise UsageError("--export-batch and --import-batch are Gemini Batch API files; use --teacher gemini")
+    check_teacher_arguments(args)
+    results = BatchResults()
+    for path in args.import_batch:
+        found = BatchResults.read(path)
+        for problem in found.problems:
+            print(f"pldc: {problem.render()}", file=sys.stderr)
+        results.problems.extend(found.problems)
+        results.failed.update(found.failed)
+        results.texts.update(found.texts)
+        for digest, key in found.by_digest.items():
+            results.by_digest.setdefault(digest, key)
+    return BatchTeacher(gemini_settings(args), cache, results)
+
+
+def batch_problems(teacher: Teacher | None) -> int:
+    """Warn about every imported result line that answered no request; return the count of unusable lines.
+
+    Answers that no request used are expected after several rounds: a pair of rules asked about
+    again is answered from the first answer, so they are listed but do not fail the command.
+    """
+    from pldc.batch_teacher import BatchTeacher
+
+    if not isinstance(teacher, BatchTeacher):
+        return 0
+    for problem in teacher.unused_results():
+        print(f"pldc: warning: {problem.render()}", file=sys.stderr)
+    return len(teacher.invalid) + len(teacher.results.problems)
+
+
+def export_pending(args: argparse.Namespace, teacher: Teacher | None, what: str, waiting: int, problems: int) -> int:
+    """Write the requests that ``what`` waits for to ``--export-batch``; return the exit code."""
+    from pldc.batch_teacher import BatchTeacher
+
+    if not isinstance(teacher, BatchTeacher):
+        raise ModelError(f"{what} is waiting for teacher answers; report this as a bug")
+    if args.export_batch is None:
+        raise ModelError(
+            f"{waiting} teacher requests of {what} have no answer in the imported results; "
+            "pass --export-batch FILE to write them"
+        )
+    written = teacher.write_export(args.export_batch)
+    print(
+        f"wrote {written} batch requests of {what} to {args.export_batch}; run them with the "
+        "Batch API, then re-run this command with --import-batch RESULTS"
+    )
+    return 1 if problems else 0
