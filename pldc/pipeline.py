@@ -53,3 +53,21 @@ def load_ruleset(path: str | Path) -> CheckedRuleset:
     if checked.diagnostics:
         raise DiagnosticError(checked.diagnostics, {str(path): checked.parsed.source})
     return checked
+
+
+def first_error(text: str, path: str) -> tuple[CheckedRuleset, str | None]:
+    """Check a generated ruleset and return it with its first error, or None when it has none.
+
+    An error is a diagnostic of :func:`check_source` or an analysis finding at error level.
+    """
+    from pldc.analysis import analyze
+
+    checked = check_source(text, path)
+    if checked.diagnostics:
+        first = checked.diagnostics[0]
+        return checked, f"does not check: {first.code}: {first.message}"
+    analysis = analyze(checked.ruleset, checked.ordered, checked.priorities)
+    errors = [finding for finding, level in analysis.findings if level == "error"]
+    if errors:
+        return checked, f"fails the analysis: {errors[0].kind}: {errors[0].message}"
+    return checked, None

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 
 from pldc import ast
 from pldc.ablate import Ablation
-from pldc.analysis import analyze
 from pldc.cases import run_cases
 from pldc.errors import PldError, Span
 from pldc.format import format_source
 from pldc.order import order_rules
 from pldc.parse import ParseResult
-from pldc.pipeline import CheckedRuleset, check_source
+from pldc.pipeline import CheckedRuleset, first_error
 
 logger = logging.getLogger("pldc")
 
@@ -154,12 +153,7 @@ def _inside(line: int, span: Span) -> bool:
 
 
 def _verify(text: str, path: str) -> CheckedRuleset:
-    checked = check_source(text, path)
-    if checked.diagnostics:
-        first = checked.diagnostics[0]
-        raise PruneFailed(f"pruned ruleset does not check: {first.message}; prune fewer rules")
-    analysis = analyze(checked.ruleset, checked.ordered, checked.priorities)
-    errors = [finding for finding, level in analysis.findings if level == "error"]
-    if errors:
-        raise PruneFailed(f"pruned ruleset fails the analysis: {errors[0].message}; prune fewer rules")
+    checked, error = first_error(text, path)
+    if error is not None:
+        raise PruneFailed(f"pruned ruleset {error}; prune fewer rules")
     return checked

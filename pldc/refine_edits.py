@@ -27,13 +27,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pldc import ast
-from pldc.analysis import analyze
 from pldc.distill import ExtractedRule, ExtractRecord, extraction_schema
 from pldc.errors import InputError, PldError
 from pldc.format import format_source
 from pldc.normalise import condition_ast, literals_from_json, normalise
 from pldc.parse import ParseResult
-from pldc.pipeline import CheckedRuleset, check_source
+from pldc.pipeline import CheckedRuleset, first_error
 from pldc.teacher import RejectedAnswer
 
 MAX_EDITS = 5
@@ -200,14 +199,9 @@ def _drop(parsed: ParseResult, edit: RuleEdit) -> AppliedEdit:
 
 
 def _check(text: str, path: str) -> CheckedRuleset:
-    checked = check_source(text, path)
-    if checked.diagnostics:
-        first = checked.diagnostics[0]
-        raise EditFailed(f"the edited ruleset does not check: {first.code}: {first.message}")
-    analysis = analyze(checked.ruleset, checked.ordered, checked.priorities)
-    errors = [finding for finding, level in analysis.findings if level == "error"]
-    if errors:
-        raise EditFailed(f"the edited ruleset fails the analysis: {errors[0].kind}: {errors[0].message}")
+    checked, error = first_error(text, path)
+    if error is not None:
+        raise EditFailed(f"the edited ruleset {error}")
     return checked
 
 
