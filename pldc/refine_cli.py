@@ -11,7 +11,11 @@ The loop is described in :mod:`pldc.refine`. Outputs, all written atomically:
 - ``RUN_DIR/refine_manifest.json``: the SHA-256 of the data, the input and output rulesets and
   the templates, the student's identity, the teacher model and every parameter.
 
-Exit codes of ``refine``: 0 the loop ran to its stop (with or without kept edits); 2 invalid
+With ``--export-batch``, a round whose request has no answer is written to a Batch API file
+and the run stops; ``--import-batch`` answers it on the next run (see :mod:`pldc.batch_teacher`).
+
+Exit codes of ``refine``: 0 the loop ran to its stop (with or without kept edits), or a batch
+file was written; 1 ``--import-batch`` found malformed, failed or invalid lines; 2 invalid
 command line, including a ``--train`` or ``--validation`` file whose name says test, or the
 same file as both; 3 a missing or invalid file; 4 the teacher or the student failed (a teacher
 that refused or kept answering invalidly still leaves the outputs, with the edits kept before
