@@ -180,7 +180,7 @@ def run_refine(args: argparse.Namespace) -> int:
         )
     if outcome.error is not None:
         raise outcome.error
-    return 0
+    return 1 if batch_problems(teacher) else 0
 
 
 def _progress_bars(bars: list[tqdm[None]]) -> Callable[[str, int], Callable[[int], None]]:
