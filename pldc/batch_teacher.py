@@ -127,6 +127,8 @@ class BatchTeacher:
                 self.invalid.append(problem)
             raise InvalidAnswerError(f"{request_id}: {problem.render()}") from None
         self.cache.put(parts, {"text": text, "tokens": 0, "seconds": 0.0})
+        # An imported answer counts as a request: the batch sent it.
+        self.stats.add(requests=1)
         return Answer(value, text, 0, 0.0, cached=False)
 
     def unused_results(self) -> list[BatchProblem]:

@@ -209,8 +209,9 @@ def _write_outputs(
 ) -> dict[str, Any]:
     """Write the refined ruleset and the manifest; return the summary."""
     import pldc
-    from pldc.compile import load_template
+    from pldc.compile import DEFAULT_TEMPLATE, load_template
     from pldc.refine import REFINE_LOG, REFINE_MANIFEST, citations_file, with_meta
+    from pldc.refine_edits import settle_order
     from pldc.stage_files import sha256_file, write_stage, write_text
 
     meta = {
@@ -220,7 +221,8 @@ def _write_outputs(
         "refine_macro_f1": f"{outcome.macro_f1_before:.4f} -> {outcome.macro_f1_after:.4f} (validation)",
         "refine_rounds": f"{outcome.rounds} ({outcome.stop_reason})",
     }
-    write_text(output, with_meta(outcome.parsed, meta))
+    text, settled = settle_order(with_meta(outcome.parsed, meta), str(output), DEFAULT_TEMPLATE)
+    write_text(output, text)
     templates = {}
     for name in ("cite", "default", args.template):
         filename = load_template(name).filename
@@ -232,6 +234,7 @@ def _write_outputs(
         "rounds": outcome.rounds,
         "edits": {"proposed": outcome.proposed, "kept": outcome.kept},
         "stop": outcome.stop_reason,
+        "overrides_added": [list(pair) for pair in settled],
         "teacher_error": str(outcome.error) if outcome.error is not None else None,
     }
     manifest = {

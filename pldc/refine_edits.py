@@ -171,6 +171,8 @@ def apply_edit(parsed: ParseResult, edit: RuleEdit, teacher: str) -> AppliedEdit
         "title": edit.rule.title,
         "condition": condition,
         "label": ast.Name(value=edit.rule.label),
+        # NOTE: the teacher's reason becomes the rule's ``because`` text, which the student prompt
+        # shows; a reason that names training example ids puts those ids in the prompt.
         "rationale": edit.reason,
         "teacher": teacher,
     }
@@ -288,3 +290,66 @@ def _insert_rule(items: list[ast.Item], rule: ast.Rule, before: str | None) -> l
         else:
             result.append(item)
     return result
+
+
+ORDER_KINDS = ("conflict", "order-dependent")
+
+
+def settle_order(text: str, path: str, template: str) -> tuple[str, list[tuple[str, str]]]:
+    """Write the rule order that decides each conflict as ``overrides``, so the ruleset checks clean.
+
+    An edit can leave two rules with different labels that both apply, decided only by their
+    order. For each such finding the rule that comes first in the compiled order gets
+    ``overrides`` naming the other, which states the order the student already follows.
+    Return the new text and the pairs added; the text is returned unchanged when the prompt
+    compiled with ``template`` would change.
+    """
+    from pldc.analysis import analyze
+    from pldc.compile import compile_prompt
+    from pldc.pipeline import check_source
+
+    given = text
+    original = check_source(text, path)
+    before = compile_prompt(original.ruleset, original.ordered, template).text
+    added: list[tuple[str, str]] = []
+    current = original
+    # Every pass adds at least one override between two rules, so the passes are bounded.
+    for _ in range(len(original.ruleset.rules) ** 2 + 1):
+        analysis = analyze(current.ruleset, current.ordered, current.priorities)
+        position = {rule.id.value: number for number, rule in enumerate(current.ordered)}
+        pairs = sorted(
+            {
+                tuple(sorted(finding.rules[:2], key=lambda rule_id: position[rule_id]))
+                for finding, level in analysis.findings
+                if finding.kind in ORDER_KINDS and level in ("warning", "error") and len(finding.rules) >= 2
+            }
+        )
+        if not pairs:
+            break
+        targets: dict[str, list[str]] = {}
+        for first, second in pairs:
+            targets.setdefault(first, []).append(second)
+        items = [
+            item.model_copy(
+                update={
+                    "overrides": (
+                        *item.overrides,
+                        *(ast.Name(value=name) for name in targets[item.id.value]),
+                    )
+                }
+            )
+            if isinstance(item, ast.Rule) and item.id.value in targets
+            else item
+            for item in current.ruleset.items
+        ]
+        ruleset = current.ruleset.model_copy(update={"items": tuple(items)})
+        candidate = format_source(ParseResult(ruleset, current.parsed.comments, current.parsed.source))
+        checked = check_source(candidate, path)
+        if checked.diagnostics:
+            return given, []
+        added.extend((first, second) for first, second in pairs)
+        current = checked
+        text = candidate
+    if compile_prompt(current.ruleset, current.ordered, template).text != before:
+        return given, []
+    return text, added

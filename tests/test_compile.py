@@ -150,7 +150,7 @@ def test_template_errors_exit_cleanly() -> None:
 
 
 def test_unknown_template_name_lists_shipped() -> None:
-    with pytest.raises(InputError, match="shipped templates: .*default"):
+    with pytest.raises(InputError, match=r"shipped templates: .*default"):
         checked = load_ruleset(FIXTURES / "valid" / "minimal.pld")
         compile_prompt(checked.ruleset, checked.ordered, "fancy")
 

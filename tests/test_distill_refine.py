@@ -22,17 +22,19 @@ pytest.importorskip("google.genai")
 from gemini_server import GeminiServer, load_replies, serve
 
 from pldc import ast
+from pldc.analysis import analyze
 from pldc.answers import label_spellings
 from pldc.cache import CallCache
 from pldc.cite import Citation, CitedPrediction, parse_citation, reply_text
 from pldc.cli import main
+from pldc.compile import compile_prompt
 from pldc.data import Dataset, load_dataset
 from pldc.errors import UsageError
 from pldc.gemini import DEFAULT_TEACHER_MODEL
 from pldc.parse import parse
 from pldc.pipeline import CheckedRuleset, check_source, load_ruleset
 from pldc.refine import REFINE_LOG, REFINE_MANIFEST, RefinePrompt, check_splits, round_context
-from pldc.refine_edits import EditFailed, RuleEdit, apply_edit, parse_refinement
+from pldc.refine_edits import EditFailed, RuleEdit, apply_edit, parse_refinement, settle_order
 from pldc.teacher import RejectedAnswer
 
 from conftest import FIXTURES
@@ -466,3 +468,17 @@ def test_unknown_rule_id_reasked(
     assert "'OCCUPATION' is not a rule id" in reask
     edits = [entry for entry in read_log(run_dir) if entry["event"] == "edit"]
     assert [entry["edit"]["rule_id"] for entry in edits] == ["WOMAN"]
+
+
+def test_settle_order_writes_overrides_keeping_prompt() -> None:
+    path = FIXTURES / "refine" / "order_only.pld"
+    text = path.read_text(encoding="utf-8")
+    settled, added = settle_order(text, str(path), "default")
+    assert added == [("RELIGION", "JOB")]
+    assert "    overrides JOB\n" in settled
+    before, after = check_source(text, str(path)), check_source(settled, str(path))
+    analysis = analyze(after.ruleset, after.ordered, after.priorities)
+    open_kinds = {finding.kind for finding, level in analysis.findings if level in ("warning", "error")}
+    assert open_kinds.isdisjoint({"conflict", "order-dependent"})
+    prompt = compile_prompt(before.ruleset, before.ordered).text
+    assert compile_prompt(after.ruleset, after.ordered).text == prompt
