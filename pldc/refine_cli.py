@@ -221,7 +221,11 @@ def _write_outputs(
         "refine_macro_f1": f"{outcome.macro_f1_before:.4f} -> {outcome.macro_f1_after:.4f} (validation)",
         "refine_rounds": f"{outcome.rounds} ({outcome.stop_reason})",
     }
-    text, settled = settle_order(with_meta(outcome.parsed, meta), str(output), DEFAULT_TEMPLATE)
+    text = with_meta(outcome.parsed, meta)
+    settled: list[tuple[str, str]] = []
+    if outcome.kept:
+        # Only kept edits can leave new conflicts; without them the output stays the input.
+        text, settled = settle_order(text, str(output), DEFAULT_TEMPLATE)
     write_text(output, text)
     templates = {}
     for name in ("cite", "default", args.template):
