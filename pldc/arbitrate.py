@@ -75,7 +75,7 @@ def finding_key(finding: Finding) -> str:
 
 @dataclass(frozen=True)
 class RuleView:
-    """What the resolve template shows of a rule."""
+    """The fields of a rule that the resolve template shows."""
 
     id: str
     title: str

@@ -136,7 +136,7 @@ class Resolution:
     """The resolved rules and what was done to them.
 
     ``decisions`` records the teacher's decisions with the rule ids of ``synthesis.json``;
-    ``deferred`` holds the findings whose decision could not be applied.
+    ``deferred`` contains the findings whose decision could not be applied.
     """
 
     rules: list[DraftRule]

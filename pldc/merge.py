@@ -104,9 +104,9 @@ def merged_rule(
 ) -> dict[str, Any]:
     """Build the synthesised rule of a cluster from the teacher's answer, adding its features to ``features``."""
     literals = map_rule_features(extraction.rule.features, features, source="teacher-merge")
-    wanted = {(literal.feature, literal.value) for literal in literals}
+    required = {(literal.feature, literal.value) for literal in literals}
     matches = sum(
-        1 for member in members if wanted <= {(item["feature"], item["value"]) for item in member["literals"]}
+        1 for member in members if required <= {(item["feature"], item["value"]) for item in member["literals"]}
     )
     return {
         "cluster": cluster["id"],

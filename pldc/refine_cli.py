@@ -71,8 +71,8 @@ def add_refine_command(stages: argparse._SubParsersAction[argparse.ArgumentParse
         help=f"correct answers per round (default {DEFAULT_SUCCESSES})",
     )
     refine.add_argument("--seed", type=int, default=0, help="random seed that draws the examples (default 0)")
-    # NOTE: the student runs in-process with transformers only; the --backend options of pldc eval
-    # (an OpenAI-compatible server, Gemini) are not offered here, because --base-url names the teacher.
+    # NOTE: the student runs in-process with transformers only. The --backend options of pldc eval
+    # are not offered here, because --base-url already names the teacher's endpoint.
     refine.add_argument("--student", default="embedded", help="student model: 'embedded', a folder or a cached Hub id")
     refine.add_argument("--batch-size", type=int, default=16, help="student examples per forward pass (default 16)")
     refine.add_argument(

@@ -171,8 +171,8 @@ def apply_edit(parsed: ParseResult, edit: RuleEdit, teacher: str) -> AppliedEdit
         "title": edit.rule.title,
         "condition": condition,
         "label": ast.Name(value=edit.rule.label),
-        # NOTE: the teacher's reason becomes the rule's ``because`` text, which the student prompt
-        # shows; a reason that names training example ids puts those ids in the prompt.
+        # NOTE: the teacher's reason becomes the rule's ``because`` text, which the student prompt shows.
+        # A reason that names training example ids therefore puts those ids in the prompt.
         "rationale": edit.reason,
         "teacher": teacher,
     }
@@ -308,7 +308,7 @@ def settle_order(text: str, path: str, template: str) -> tuple[str, list[tuple[s
     from pldc.compile import compile_prompt
     from pldc.pipeline import check_source
 
-    given = text
+    original_text = text
     original = check_source(text, path)
     before = compile_prompt(original.ruleset, original.ordered, template).text
     added: list[tuple[str, str]] = []
@@ -346,10 +346,10 @@ def settle_order(text: str, path: str, template: str) -> tuple[str, list[tuple[s
         candidate = format_source(ParseResult(ruleset, current.parsed.comments, current.parsed.source))
         checked = check_source(candidate, path)
         if checked.diagnostics:
-            return given, []
+            return original_text, []
         added.extend((first, second) for first, second in pairs)
         current = checked
         text = candidate
     if compile_prompt(current.ruleset, current.ordered, template).text != before:
-        return given, []
+        return original_text, []
     return text, added

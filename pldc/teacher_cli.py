@@ -90,7 +90,7 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     teacher.add_argument(
         "--api-key-env",
         metavar="NAME",
-        help=f"openai: environment variable that holds the API key (default {DEFAULT_API_KEY_ENV}; "
+        help=f"openai: environment variable that contains the API key (default {DEFAULT_API_KEY_ENV}; "
         "local servers need none)",
     )
     teacher.add_argument(

@@ -129,8 +129,8 @@ class TransformersTeacher:
         messages = [{"role": "system", "content": system_with_schema(request)}]
         messages += [{"role": turn.role, "content": turn.text} for turn in turns]
         limit = self.max_new_tokens(request)
-        # NOTE: the key names the model by its reference, not by its weights, so replacing the
-        # files of a model folder keeps replaying generations of the old weights; use --refresh.
+        # NOTE: the key names the model by its reference, not by its weights. After the files of a
+        # model folder change, the old generations are still replayed until a run with --refresh.
         parts = {"backend": "transformers-generation", "model": self.settings.model, "max_new_tokens": limit}
         parts["messages"] = messages
         stored = self.cache.get(parts)

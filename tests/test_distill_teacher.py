@@ -248,7 +248,7 @@ def resolve_by_batch(
 ) -> tuple[int, str, list[dict[str, Any]]]:
     """Export, answer and import resolve requests until the build finishes; return the rounds' requests."""
     merged = tmp_path / "merge_results.jsonl"
-    asked: list[dict[str, Any]] = []
+    sent: list[dict[str, Any]] = []
     imports: list[str] = []
     for round_number in range(1, 10):
         requests = tmp_path / f"requests_{round_number}.jsonl"
@@ -257,13 +257,13 @@ def resolve_by_batch(
         )
         assert code == 0, stderr
         if stdout.startswith("wrote " + str(directory)) or "ruleset.pld" in stdout:
-            return round_number, stdout, asked
+            return round_number, stdout, sent
         lines = exported(requests)
         if "of the merge stage" in stdout:
             merged.write_text("".join(result_line(line["key"], answer_for(user_text(line))) + "\n" for line in lines))
             imports += ["--import-batch", str(merged)]
             continue
-        asked.extend(lines)
+        sent.extend(lines)
         results = tmp_path / f"results_{round_number}.jsonl"
         results.write_text(
             "".join(result_line(line["key"], decide(line["key"]).model_dump_json()) + "\n" for line in lines)
@@ -274,7 +274,7 @@ def resolve_by_batch(
 
 def test_resolve_applies_drop_and_override(tmp_path: Path) -> None:
     directory = run_dir(tmp_path, "run")
-    rounds, stdout, asked = resolve_by_batch(tmp_path, directory, tmp_path / "calls.sqlite", policy)
+    rounds, stdout, sent = resolve_by_batch(tmp_path, directory, tmp_path / "calls.sqlite", policy)
     assert rounds > 2
     assert "teacher decisions" in stdout
     output = directory / "ruleset.pld"
@@ -283,7 +283,7 @@ def test_resolve_applies_drop_and_override(tmp_path: Path) -> None:
     text = output.read_text(encoding="utf-8")
     assert 'meta resolve "gemini-3-flash-preview (templates/resolve.j2)"' in text
     # Each request shows the finding, its witness and both rules.
-    conflict = next(line for line in asked if " order-dependent " in line["key"])
+    conflict = next(line for line in sent if " order-dependent " in line["key"])
     assert "An input on which it shows:" in user_text(conflict)
     assert user_text(conflict).count("\nwhen ") == 2
 
